@@ -1,0 +1,288 @@
+"""Configuration: defaults from the schema, dotted overrides, quirk switches, sweeps and stage hashes."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from .errors import ConfigError
+
+SCHEMA_REF = resources.files("pnp_ovss") / "data" / "config.schema.yaml"
+
+FIX_NAMES = (
+    "normalize_ade",
+    "single_count_first_iteration",
+    "exclude_sep_rows",
+    "lookup_relabel",
+    "nan_guard",
+    "mean_last_class",
+    "no_fallback_class",
+    "always_background",
+)
+GRADCAM_FIXES = ("normalize_ade", "exclude_sep_rows", "mean_last_class")
+REFINE_FIXES = ("single_count_first_iteration", "lookup_relabel", "nan_guard", "always_background")
+LABELS_FIXES = ("no_fallback_class",)
+
+SWEEPABLE = {
+    "gradcam": ("layer", "head", "drop_iter"),
+    "refine": (
+        "threshold",
+        "blur_scale",
+        "crf_iterations",
+        "gaussian_sxy",
+        "gaussian_compat",
+        "bilateral_sxy",
+        "bilateral_srgb",
+        "bilateral_compat",
+    ),
+}
+
+
+def load_schema() -> dict:
+    return yaml.safe_load(SCHEMA_REF.read_text(encoding="utf-8"))
+
+
+def _defaults_of(schema: dict) -> dict:
+    out = {}
+    for key, sub in schema.get("properties", {}).items():
+        if sub.get("type") == "object" and "properties" in sub:
+            out[key] = _defaults_of(sub)
+        elif "default" in sub:
+            out[key] = copy.deepcopy(sub["default"])
+    return out
+
+
+def defaults() -> dict:
+    """Every key with its schema default."""
+    return _defaults_of(load_schema())
+
+
+def _coerce_scalar(text):
+    """A value given on the command line as a string: parse it as YAML (numbers, lists, null, booleans)."""
+    if not isinstance(text, str):
+        return text
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def fold_dotted(cfg: dict) -> dict:
+    """Fold ``{"refine.threshold": "0.3"}`` into ``{"refine": {"threshold": 0.3}}``.
+
+    Snakemake's ``--config a.b=v`` yields a top-level key ``"a.b"`` whose value may be a string;
+    values of dotted keys are parsed as YAML so ``0.3``, ``[0.1,0.2]`` and ``null`` get their types.
+    """
+    out = {}
+    dotted = []
+    for key, value in cfg.items():
+        if isinstance(key, str) and "." in key:
+            dotted.append((key, value))
+        else:
+            out[key] = copy.deepcopy(value)
+    for key, value in dotted:
+        parts = key.split(".")
+        node = out
+        for part in parts[:-1]:
+            if node.get(part) is None:
+                node[part] = {}
+            if not isinstance(node[part], dict):
+                raise ConfigError(f"config key {key!r}: {part!r} is not a section")
+            node = node[part]
+        node[parts[-1]] = _coerce_scalar(value)
+    return out
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def validate(cfg: dict) -> None:
+    import jsonschema
+
+    try:
+        jsonschema.validate(cfg, load_schema())
+    except jsonschema.ValidationError as exc:
+        where = ".".join(str(p) for p in exc.absolute_path) or "(top level)"
+        raise ConfigError(f"config key {where}: {exc.message}") from None
+
+
+def normalise(cfg: dict) -> dict:
+    """Fold dotted keys, coerce command-line strings for typed top-level keys, fill defaults, validate."""
+    cfg = fold_dotted(cfg or {})
+    for key in ("shard_size", "limit"):
+        if isinstance(cfg.get(key), str):
+            cfg[key] = _coerce_scalar(cfg[key])
+    full = deep_merge(defaults(), cfg)
+    validate(full)
+    return full
+
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> dict:
+    """Read a YAML config file (optional), apply overrides, return the normalised config."""
+    cfg = {}
+    if path is not None:
+        with open(path, encoding="utf-8") as fh:
+            cfg = yaml.safe_load(fh) or {}
+    if overrides:
+        cfg = deep_merge(fold_dotted(cfg), fold_dotted(overrides))
+    return normalise(cfg)
+
+
+def resolve_fixes(cfg: dict) -> dict[str, bool]:
+    """Effective quirk switches: an explicit true/false wins, null follows the mode."""
+    clean = cfg["mode"] == "clean"
+    given = cfg.get("fixes") or {}
+    return {name: (clean if given.get(name) is None else bool(given[name])) for name in FIX_NAMES}
+
+
+def short_hash(obj) -> str:
+    """Stable 10-hex-digit hash of a JSON-serialisable object (key order irrelevant)."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:10]
+
+
+def _as_list(value) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _sweep(section: dict, keys) -> list[dict]:
+    """All combinations of the list-valued sweepable keys of a section (others kept as they are)."""
+    values = [_as_list(section[k]) for k in keys]
+    for k, v in zip(keys, values):
+        if not v:
+            raise ConfigError(f"sweep over {k!r} has no values")
+    combos = []
+    for combo in itertools.product(*values):
+        d = dict(section)
+        d.update(dict(zip(keys, combo)))
+        combos.append(d)
+    return combos
+
+
+def resolved_label_source(cfg: dict) -> str:
+    source = cfg["labels"]["source"]
+    if source != "auto":
+        return source
+    return {"demo": "ground_truth", "folder": "list"}.get(cfg["dataset"], "gpt4o_file")
+
+
+def labels_params(cfg: dict) -> dict:
+    fixes = resolve_fixes(cfg)
+    lab = cfg["labels"]
+    source = resolved_label_source(cfg)
+    p = {
+        "stage": "labels",
+        "dataset": cfg["dataset"],
+        "mode": cfg["mode"],
+        "source": source,
+        "min_probability": lab["min_probability"],
+        "shard_size": cfg["shard_size"],
+        "limit": cfg["limit"],
+        **{k: fixes[k] for k in LABELS_FIXES},
+    }
+    if cfg["dataset"] == "folder":
+        p["classes"] = cfg["classes"]
+    if source == "gpt4o_file":
+        p["file"] = lab["file"] or "authors"
+    elif source == "gpt4o":
+        p.update({k: lab[k] for k in ("model", "temperature", "prompt", "json_schema")})
+    elif source == "list":
+        p["classes_list"] = lab["classes"]
+    return p
+
+
+def gradcam_params(cfg: dict, combo: dict, labels_hash: str) -> dict:
+    fixes = resolve_fixes(cfg)
+    g = combo
+    return {
+        "stage": "gradcam",
+        "upstream": labels_hash,
+        "model": g["model"],
+        "image_size": g["image_size"],
+        "layer": g["layer"],
+        "head": g["head"],
+        "drop_iter": g["drop_iter"],
+        "drop_patches": g["drop_patches"],
+        "batch_size": g["batch_size"],
+        "autocast": g["autocast"],
+        **{k: fixes[k] for k in GRADCAM_FIXES},
+    }
+
+
+def refine_params(cfg: dict, combo: dict, gradcam_hash: str) -> dict:
+    fixes = resolve_fixes(cfg)
+    p = {"stage": "refine", "upstream": gradcam_hash, "dataset": cfg["dataset"]}
+    p.update({k: combo[k] for k in ("postprocess",) + SWEEPABLE["refine"]})
+    p.update({k: fixes[k] for k in REFINE_FIXES})
+    return p
+
+
+def evaluate_params(cfg: dict, refine_hash: str) -> dict:
+    return {
+        "stage": "evaluate",
+        "upstream": refine_hash,
+        "protocol": cfg["protocol"],
+        "mmseg_variant": cfg["mmseg_variant"],
+    }
+
+
+@dataclass(frozen=True)
+class Run:
+    """One combination of a sweep: the hash of each stage and its parameters."""
+
+    labels: str
+    gradcam: str
+    refine: str
+    evaluate: str
+
+    def key(self) -> str:
+        return self.evaluate
+
+
+def plan_runs(cfg: dict) -> tuple[list[Run], dict[str, dict]]:
+    """Expand sweeps into runs; returns the runs and a table {hash: params} for every stage folder."""
+    table: dict[str, dict] = {}
+    lp = labels_params(cfg)
+    lh = short_hash(lp)
+    table[lh] = lp
+    runs = []
+    for gcombo in _sweep(cfg["gradcam"], SWEEPABLE["gradcam"]):
+        gp = gradcam_params(cfg, gcombo, lh)
+        gh = short_hash(gp)
+        table[gh] = gp
+        for rcombo in _sweep(cfg["refine"], SWEEPABLE["refine"]):
+            rp = refine_params(cfg, rcombo, gh)
+            rh = short_hash(rp)
+            table[rh] = rp
+            ep = evaluate_params(cfg, rh)
+            eh = short_hash(ep)
+            table[eh] = ep
+            runs.append(Run(lh, gh, rh, eh))
+    return runs, table
+
+
+def flat_run_parameters(table: dict[str, dict], run: Run) -> dict:
+    """Human-readable parameters of every stage of a run, flattened as ``stage.key`` (for CSV rows)."""
+    out = {}
+    for stage in ("labels", "gradcam", "refine", "evaluate"):
+        h = getattr(run, stage)
+        out[f"{stage}.hash"] = h
+        for k, v in table[h].items():
+            if k in ("stage", "upstream"):
+                continue
+            out[f"{stage}.{k}"] = json.dumps(v) if isinstance(v, (list, dict)) else v
+    return out

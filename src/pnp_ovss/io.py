@@ -1,0 +1,126 @@
+"""File helpers: atomic writes, image reading with clear errors, palette PNGs."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .errors import DatasetError
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=False) + "\n")
+
+
+def read_json(path: str | os.PathLike):
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: file not found") from None
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{path}: not valid JSON ({exc})") from None
+
+
+def read_rgb(path: str | os.PathLike) -> np.ndarray:
+    """Read an image as uint8 RGB [H, W, 3]; a missing, unreadable or truncated file is a DatasetError."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: image not found")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise DatasetError(f"{path}: unreadable or truncated image ({exc})") from None
+
+
+def open_rgb(path: str | os.PathLike) -> Image.Image:
+    """Open an image as a PIL RGB image with the same error handling as :func:`read_rgb`."""
+    return Image.fromarray(read_rgb(path))
+
+
+def read_label_png(path: str | os.PathLike) -> np.ndarray:
+    """Read a label PNG (palette or greyscale) as its raw index values, int64 [H, W]."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: annotation not found")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode not in ("P", "L", "I", "I;16", "1"):
+                raise DatasetError(
+                    f"{path}: annotation has image mode {im.mode}; expected a palette or greyscale label PNG"
+                )
+            return np.asarray(im).astype(np.int64)
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise DatasetError(f"{path}: unreadable or truncated annotation ({exc})") from None
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(H, W) of an image file without decoding it."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: image not found")
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DatasetError(f"{path}: unreadable image ({exc})") from None
+    return h, w
+
+
+def default_palette(n: int = 256) -> np.ndarray:
+    """The PASCAL VOC colour map (bit-interleaved), [n, 3] uint8; index 0 is black."""
+    pal = np.zeros((n, 3), dtype=np.uint8)
+    for i in range(n):
+        c, r, g, b = i, 0, 0, 0
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        pal[i] = (r, g, b)
+    return pal
+
+
+def write_label_png(path: str | os.PathLike, labels: np.ndarray, palette: np.ndarray | None = None) -> None:
+    """Write a label map as an indexed-palette PNG (values must fit in 0..255), atomically."""
+    labels = np.asarray(labels)
+    if labels.min(initial=0) < 0 or labels.max(initial=0) > 255:
+        raise ValueError("label values must be in 0..255 for a palette PNG")
+    im = Image.fromarray(labels.astype(np.uint8), mode="P")
+    pal = default_palette() if palette is None else np.asarray(palette, dtype=np.uint8)
+    im.putpalette(pal.reshape(-1).tolist())
+    import io as _io
+
+    buf = _io.BytesIO()
+    im.save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())

@@ -1,0 +1,123 @@
+"""Class vocabularies: data files ``data/classes/<dataset>.txt`` (one class per line)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from .errors import ConfigError
+
+CAPTION_PREFIX = "A picture of "
+BENCHMARKS = ("voc", "psc", "ade20k", "coco_object", "coco_stuff")
+
+
+def text_name(name: str) -> str:
+    """The class name as it goes into the caption: spaces and hyphens removed (ALGORITHM.md §1.2)."""
+    return re.sub(r"[\s\-]+", "", name)
+
+
+def caption_for(names: list[str]) -> str:
+    """``"A picture of " + " ".join(names)`` with each name in its caption form."""
+    return CAPTION_PREFIX + " ".join(text_name(n) for n in names)
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Ordered class list; ``ids[i]`` is the dataset id of ``names[i]``."""
+
+    ids: tuple[int, ...]
+    names: tuple[str, ...]
+    _pos: dict = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self):
+        if len(self.ids) != len(self.names):
+            raise ValueError("ids and names differ in length")
+        if len(set(self.ids)) != len(self.ids):
+            raise ValueError("duplicate class ids in vocabulary")
+        if any(i <= 0 or i > 255 for i in self.ids):
+            raise ValueError("class ids must be in 1..255 (0 is background)")
+        object.__setattr__(self, "_pos", {i: k for k, i in enumerate(self.ids)})
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __contains__(self, class_id: int) -> bool:
+        return class_id in self._pos
+
+    def index_of(self, class_id: int) -> int:
+        try:
+            return self._pos[class_id]
+        except KeyError:
+            raise KeyError(f"class id {class_id} is not in the vocabulary") from None
+
+    def name(self, class_id: int) -> str:
+        return self.names[self.index_of(class_id)]
+
+    def caption_name(self, class_id: int) -> str:
+        return text_name(self.name(class_id))
+
+    def id_of_name(self, name: str) -> int:
+        """Dataset id of a class name (exact, then case/space/hyphen-insensitive)."""
+        for i, n in zip(self.ids, self.names):
+            if n == name:
+                return i
+        key = text_name(name).lower()
+        for i, n in zip(self.ids, self.names):
+            if text_name(n).lower() == key:
+                return i
+        raise KeyError(name)
+
+    @classmethod
+    def from_names(cls, names: list[str]) -> "Vocabulary":
+        return cls(tuple(range(1, len(names) + 1)), tuple(names))
+
+
+def parse_class_lines(text: str, source: str) -> Vocabulary:
+    """Parse ``<id><TAB><name>`` or ``<name>`` lines ('#' comments and blank lines skipped)."""
+    ids, names = [], []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        m = re.match(r"^(\d+)\s*[\t:]\s*(.+)$", line)
+        if m:
+            ids.append(int(m.group(1)))
+            names.append(m.group(2).strip())
+        else:
+            ids.append(len(ids) + 1)
+            names.append(line)
+    if not names:
+        raise ConfigError(f"{source}: no class names found (expected one class per line)")
+    try:
+        return Vocabulary(tuple(ids), tuple(names))
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def load_vocabulary(dataset: str) -> Vocabulary:
+    """The packaged vocabulary of a benchmark (``voc``, ``psc``, ``ade20k``, ``coco_object``, ``coco_stuff``, ``demo``)."""
+    ref = resources.files("pnp_ovss") / "data" / "classes" / f"{dataset}.txt"
+    if not ref.is_file():
+        raise ConfigError(f"no packaged class list for dataset {dataset!r}")
+    return parse_class_lines(ref.read_text(encoding="utf-8"), str(ref))
+
+
+def vocabulary_from_spec(spec) -> Vocabulary:
+    """User classes: a list, a comma-separated string, or a path to a one-class-per-line file."""
+    if spec is None:
+        raise ConfigError("the folder dataset needs 'classes' (a list, 'cat,sofa,lamp', or a file with one class per line)")
+    if isinstance(spec, (list, tuple)):
+        names = [str(s).strip() for s in spec if str(s).strip()]
+    elif isinstance(spec, str) and Path(spec).is_file():
+        return parse_class_lines(Path(spec).read_text(encoding="utf-8"), spec)
+    elif isinstance(spec, str):
+        names = [s.strip() for s in spec.split(",") if s.strip()]
+    else:
+        raise ConfigError(f"classes: expected a list or a string, got {type(spec).__name__}")
+    if not names:
+        raise ConfigError("classes: no class names given")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"classes: duplicate names in {names}")
+    return Vocabulary.from_names(names)
