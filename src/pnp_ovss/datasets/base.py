@@ -1,0 +1,113 @@
+"""The dataset adapter interface. Adapters know nothing of Snakemake."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import numpy as np
+
+from ..io import default_palette, image_size, read_label_png
+from ..vocab import Vocabulary
+from ..errors import DatasetError
+
+#: background channel rule of §6.4: "always" (VOC, COCO-Object, folder, demo) or "fewer_than_3"
+BACKGROUND_ALWAYS = "always"
+BACKGROUND_FEWER_THAN_3 = "fewer_than_3"
+
+
+class Dataset(ABC):
+    """A split of images with a class vocabulary and (optionally) ground truth.
+
+    Class ids are dataset ids (VOC/PSC/ADE: 1-based vocabulary position, COCO: category id,
+    folder/demo: 1-based position); 0 is background in label maps.
+    """
+
+    name: str = ""
+    background_rule: str = BACKGROUND_ALWAYS
+    #: True for ADE20K: the released code feeds it unnormalised, bilinear-resized (§3, §10.1)
+    unnormalised_input: bool = False
+
+    def __init__(self, root: Path, vocabulary: Vocabulary):
+        self.root = Path(root)
+        self.vocabulary = vocabulary
+
+    # --- the split -------------------------------------------------------------------------
+    @abstractmethod
+    def image_ids(self) -> list[str]:
+        """Image ids in the split's base order (ALGORITHM.md §1.1)."""
+
+    @abstractmethod
+    def image_path(self, image_id: str) -> Path:
+        """The image given to the model."""
+
+    def crf_image_path(self, image_id: str) -> Path:
+        """The image used as the CRF's colour reference (the released code uses the same file except PSC)."""
+        return self.image_path(image_id)
+
+    def image_size(self, image_id: str) -> tuple[int, int]:
+        return image_size(self.image_path(image_id))
+
+    def gpt4o_key(self, image_id: str) -> str:
+        """Key of this image in the authors' GPT-4o answer files."""
+        return image_id
+
+    # --- ground truth ------------------------------------------------------------------------
+    @property
+    def has_ground_truth(self) -> bool:
+        return True
+
+    @abstractmethod
+    def annotation_path(self, image_id: str) -> Path:
+        """The annotation file of an image (for messages and existence checks)."""
+
+    @abstractmethod
+    def ground_truth(self, image_id: str, protocol: str) -> np.ndarray:
+        """Per-pixel evaluation ids of ``protocol`` (``pnp``: §1 transforms; ``mmseg``: train ids, 255 ignored)."""
+
+    def pnp_ground_truth(self, image_id: str) -> np.ndarray:
+        """Ground truth in dataset ids (0 = background/other/unlabeled), as the pnp protocol scores it."""
+        return self.ground_truth(image_id, "pnp")
+
+    def gt_class_ids(self, image_id: str) -> list[int]:
+        """Dataset ids of the vocabulary classes present in the ground truth (the oracle labels)."""
+        values = np.unique(self.pnp_ground_truth(image_id))
+        return [int(v) for v in values if int(v) in self.vocabulary]
+
+    # --- helpers -------------------------------------------------------------------------------
+    @property
+    def palette(self) -> np.ndarray:
+        return default_palette()
+
+    def _read_annotation(self, image_id: str) -> np.ndarray:
+        """Read the annotation and check that its size matches the image."""
+        ann_path = self.annotation_path(image_id)
+        gt = read_label_png(ann_path)
+        self._check_size(image_id, gt.shape, ann_path)
+        return gt
+
+    def _check_size(self, image_id: str, shape, ann_path) -> None:
+        h, w = self.image_size(image_id)
+        if tuple(shape[:2]) != (h, w):
+            raise DatasetError(
+                f"{ann_path}: annotation is {shape[1]}x{shape[0]} (WxH) but its image "
+                f"{self.image_path(image_id)} is {w}x{h}; expected the same size"
+            )
+
+
+def require_dir(path: Path, what: str, hint: str = "") -> Path:
+    if not Path(path).is_dir():
+        msg = f"{path}: {what} not found"
+        if hint:
+            msg += f"; expected {hint}"
+        raise DatasetError(msg)
+    return Path(path)
+
+
+def require_file(path: Path, what: str, hint: str = "") -> Path:
+    if not Path(path).is_file():
+        msg = f"{path}: {what} not found"
+        if hint:
+            msg += f"; expected {hint}"
+        raise DatasetError(msg)
+    return Path(path)

@@ -1,0 +1,80 @@
+"""A directory of the user's own images (and the shipped demo set)."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DatasetError
+from ..vocab import Vocabulary, parse_class_lines
+from .base import BACKGROUND_ALWAYS, Dataset, require_dir
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+class Folder(Dataset):
+    """Images in ``images/``; optional ground truth ``annotations/<stem>.png`` (0 = background,
+    1..K = the classes in the given order, 255 = ignore)."""
+
+    name = "folder"
+    background_rule = BACKGROUND_ALWAYS
+
+    def __init__(self, images: Path, vocabulary: Vocabulary, annotations: Path | None = None):
+        super().__init__(Path(images), vocabulary)
+        require_dir(self.root, "image folder", "a directory of images (config key 'images')")
+        self.annotations = Path(annotations) if annotations else None
+        if self.annotations is not None:
+            require_dir(self.annotations, "annotation folder", "label PNGs named like the images")
+        self._paths = {}
+        for p in sorted(self.root.iterdir()):
+            if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."):
+                if p.stem in self._paths:
+                    raise DatasetError(f"{p}: two images share the name {p.stem!r}")
+                self._paths[p.stem] = p
+        if not self._paths:
+            raise DatasetError(f"{self.root}: no images ({', '.join(IMAGE_SUFFIXES)}) found")
+
+    def image_ids(self) -> list[str]:
+        return list(self._paths)
+
+    def image_path(self, image_id: str) -> Path:
+        try:
+            return self._paths[image_id]
+        except KeyError:
+            raise DatasetError(f"{self.root}: no image named {image_id!r}") from None
+
+    @property
+    def has_ground_truth(self) -> bool:
+        return self.annotations is not None
+
+    def annotation_path(self, image_id: str) -> Path:
+        if self.annotations is None:
+            raise DatasetError(f"{self.root}: no annotation folder given (config key 'annotations')")
+        return self.annotations / f"{image_id}.png"
+
+    def ground_truth(self, image_id: str, protocol: str) -> np.ndarray:
+        gt = self._read_annotation(image_id)
+        bad = (gt != 255) & ((gt < 0) | (gt > max(self.vocabulary.ids)))
+        if bad.any():
+            raise DatasetError(
+                f"{self.annotation_path(image_id)}: label values {sorted(set(gt[bad].tolist()))[:5]} are not "
+                f"0 (background), 1..{max(self.vocabulary.ids)} (the classes) or 255 (ignore)"
+            )
+        return gt
+
+
+def demo_root() -> Path:
+    return Path(str(resources.files("pnp_ovss") / "data" / "demo"))
+
+
+class Demo(Folder):
+    """The synthetic demo set shipped in the package (masks exact by construction)."""
+
+    name = "demo"
+
+    def __init__(self):
+        root = demo_root()
+        vocab = parse_class_lines((root / "classes.txt").read_text(encoding="utf-8"), str(root / "classes.txt"))
+        super().__init__(root / "images", vocab, root / "annotations")

@@ -1,0 +1,129 @@
+"""Evaluate stage: per-shard confusion matrices, summed into miou.csv and per_class_iou.csv."""
+
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .datasets import Dataset
+from .errors import DatasetError
+from .io import atomic_write_bytes, atomic_write_text, read_label_png
+from .metrics import confusion, summarise
+from .protocols import Protocol
+
+log = logging.getLogger(__name__)
+
+
+def read_skipped(masks_dir: Path) -> list[dict]:
+    path = Path(masks_dir) / "skipped.csv"
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def evaluate_shard(
+    dataset: Dataset, protocol: Protocol, image_ids: list[str], masks_dir: Path, on_error: str = "fail"
+) -> tuple[np.ndarray, int, list[dict]]:
+    """Confusion matrix of one shard; returns (hist, images scored, skipped rows)."""
+    masks_dir = Path(masks_dir)
+    hist = np.zeros((protocol.n_class, protocol.n_class + 1), dtype=np.int64)
+    skipped = read_skipped(masks_dir)
+    already = {row["image_id"] for row in skipped}
+    scored = 0
+    for image_id in image_ids:
+        if image_id in already:
+            continue
+        mask_path = masks_dir / f"{image_id}.png"
+        try:
+            if not mask_path.is_file():
+                raise DatasetError(f"{mask_path}: predicted mask missing")
+            pred = read_label_png(mask_path)
+            gt = dataset.ground_truth(image_id, protocol.name)
+            if gt.shape != pred.shape:
+                raise DatasetError(
+                    f"{mask_path}: prediction is {pred.shape[1]}x{pred.shape[0]} but the ground truth "
+                    f"{dataset.annotation_path(image_id)} is {gt.shape[1]}x{gt.shape[0]}"
+                )
+        except DatasetError as exc:
+            if on_error != "skip":
+                raise
+            skipped.append({"image_id": image_id, "stage": "evaluate", "reason": str(exc)})
+            log.warning("skipped %s: %s", image_id, exc)
+            continue
+        hist += confusion(gt, protocol.pred_to_eval(pred), protocol.n_class)
+        scored += 1
+    return hist, scored, skipped
+
+
+def save_shard(path: Path, hist: np.ndarray, n_images: int, skipped: list[dict]) -> None:
+    import io
+
+    buf = io.BytesIO()
+    np.savez(
+        buf,
+        hist=hist,
+        n_images=np.int64(n_images),
+        skipped_ids=np.array([r["image_id"] for r in skipped], dtype=str),
+        skipped_reasons=np.array([f"{r['stage']}: {r['reason']}" for r in skipped], dtype=str),
+    )
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def sum_shards(paths: list[Path]) -> tuple[np.ndarray, int, list[dict]]:
+    total, n_images, skipped = None, 0, []
+    for p in paths:
+        with np.load(p) as z:
+            hist = z["hist"]
+            if total is None:
+                total = hist.astype(np.int64).copy()
+            elif hist.shape != total.shape:
+                raise DatasetError(f"{p}: confusion matrix {hist.shape} differs from the others {total.shape}")
+            else:
+                total += hist
+            n_images += int(z["n_images"])
+            skipped += [{"image_id": i, "reason": r} for i, r in zip(z["skipped_ids"], z["skipped_reasons"])]
+    if total is None:
+        raise ValueError("no shard confusion matrices to sum")
+    return total, n_images, skipped
+
+
+def write_tables(
+    shard_paths: list[Path],
+    protocol: Protocol,
+    dataset_name: str,
+    run_parameters: dict,
+    miou_csv: Path,
+    per_class_csv: Path,
+    skipped_csv: Path,
+) -> dict:
+    """Sum the shards; write miou.csv (one row), per_class_iou.csv and skipped.csv; return the row."""
+    hist, n_images, skipped = sum_shards(shard_paths)
+    table, summary = summarise(hist, protocol.class_names, protocol.averaging)
+    row = {
+        "dataset": dataset_name,
+        "protocol": protocol.name,
+        "variant": protocol.variant,
+        "mIoU": round(100 * summary["mIoU"], 4),
+        "pixel_accuracy": round(100 * summary["pixel_accuracy"], 4),
+        "mean_accuracy": round(100 * summary["mean_accuracy"], 4),
+        "n_classes_scored": summary["n_classes_scored"],
+        "n_images": n_images,
+        "n_skipped": len(skipped),
+        **run_parameters,
+    }
+    atomic_write_text(miou_csv, pd.DataFrame([row]).to_csv(index=False))
+    table = table.assign(iou=(100 * table["iou"]).round(4), accuracy=(100 * table["accuracy"]).round(4))
+    atomic_write_text(per_class_csv, table.to_csv(index=False))
+    atomic_write_text(skipped_csv, pd.DataFrame(skipped, columns=["image_id", "reason"]).to_csv(index=False))
+    return row
+
+
+def concat_csv(paths: list[Path], out: Path) -> None:
+    """One table from several one-row CSVs (the sweep's miou.csv)."""
+    frames = [pd.read_csv(p) for p in paths]
+    atomic_write_text(out, pd.concat(frames, ignore_index=True).to_csv(index=False))
