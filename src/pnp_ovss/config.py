@@ -120,12 +120,35 @@ def validate(cfg: dict) -> None:
         raise ConfigError(f"config key {where}: {exc.message}") from None
 
 
+def _types(schema: dict) -> set:
+    t = schema.get("type", [])
+    return {t} if isinstance(t, str) else set(t)
+
+
+def coerce_to_schema(value, schema: dict):
+    """Give command-line strings their schema types.
+
+    ``snakemake --config refine="{threshold: 0.3}"`` parses nested values with YAML's BaseLoader, so
+    every leaf arrives as a string (``"0.3"``, ``["0.1", "0.2"]``, ``"null"``). A string where the schema
+    expects no string is parsed as YAML; lists and sections are walked recursively.
+    """
+    types = _types(schema)
+    if isinstance(value, dict) and "properties" in schema:
+        return {
+            k: coerce_to_schema(v, schema["properties"][k]) if k in schema["properties"] else v
+            for k, v in value.items()
+        }
+    if isinstance(value, str) and types and "string" not in types:
+        value = _coerce_scalar(value)
+    if isinstance(value, list) and "items" in schema:
+        return [coerce_to_schema(v, schema["items"]) for v in value]
+    return value
+
+
 def normalise(cfg: dict) -> dict:
-    """Fold dotted keys, coerce command-line strings for typed top-level keys, fill defaults, validate."""
-    cfg = fold_dotted(cfg or {})
-    for key in ("shard_size", "limit"):
-        if isinstance(cfg.get(key), str):
-            cfg[key] = _coerce_scalar(cfg[key])
+    """Fold dotted keys, give command-line strings their schema types, fill defaults, validate."""
+    schema = load_schema()
+    cfg = coerce_to_schema(fold_dotted(cfg or {}), schema)
     full = deep_merge(defaults(), cfg)
     validate(full)
     return full

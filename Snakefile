@@ -1,0 +1,34 @@
+# pnp-ovss: PnP-OVSS (BLIP cross-attention GradCAM + Salience Drop + DenseCRF) as a staged workflow.
+#
+#   snakemake --cores all                                         # the embedded demo set
+#   snakemake --cores all --config dataset=coco_stuff data_root=/data
+#   snakemake --cores all --config dataset=folder images=photos/ classes="cat,sofa,lamp"
+#   snakemake --workflow-profile profiles/slurm --config dataset=voc data_root=/data
+#
+# Stages (one module each, one job per image shard): labels -> gradcam -> refine -> evaluate -> report.
+# Every stage folder is keyed by a hash of its parameters and its upstream stage's hash, so a parameter
+# change reruns only what it affects. See README.md and docs/ARCHITECTURE.md.
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/labels.smk"
+include: "rules/gradcam.smk"
+include: "rules/refine.smk"
+include: "rules/evaluate.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    input:
+        final_targets(),
+    default_target: True
+
+
+report: "workflow/report/workflow.rst"
