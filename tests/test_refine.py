@@ -243,6 +243,13 @@ def test_crf_smoke_on_a_real_size_image_follows_the_colour_regions():
     assert elapsed < 15, f"CRF took {elapsed:.1f} s"
 
 
+def test_crf_accepts_a_read_only_image_as_pil_gives_it():
+    image = np.full((6, 7, 3), 90, np.uint8)
+    image.setflags(write=False)
+    ch = np.stack([np.zeros((6, 7), np.float32), np.ones((6, 7), np.float32)])
+    assert np.all(R.crf_labels(ch, image, params()) == 1)
+
+
 def test_crf_rejects_an_image_of_another_size():
     with pytest.raises(ValueError, match="CRF image"):
         R.crf_labels(np.zeros((2, 4, 5), np.float32), np.zeros((5, 4, 3), np.uint8), params())

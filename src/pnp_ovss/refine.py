@@ -253,7 +253,7 @@ def crf_labels(channels: np.ndarray, image_rgb: np.ndarray, params: dict) -> np.
     image = np.asarray(image_rgb)
     if image.shape != (h, w, 3):
         raise ValueError(f"CRF image is {image.shape}, expected ({h}, {w}, 3) to match the maps")
-    image = np.ascontiguousarray(image, dtype=np.uint8)
+    image = np.array(image, dtype=np.uint8, order="C", copy=True)  # pydensecrf needs a writable buffer
     probabilities = channel_softmax(channels)
     unary = unary_from_probabilities(probabilities)
     if np.isnan(unary).any():

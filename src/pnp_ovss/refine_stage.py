@@ -1,0 +1,145 @@
+"""Refine stage driver: one shard's GradCAM store → one palette PNG label map per image.
+
+CPU only: reads the Zarr store and the original images, never loads the model. Images without complete
+maps in the store (skipped upstream) and, with ``on_error="skip"``, images that fail here are listed in
+``<out_dir>/skipped.csv`` (``image_id,stage,reason``), which always exists.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Iterable
+
+from tqdm import tqdm
+
+from .errors import DatasetError, PnpOvssError
+from .io import atomic_write_text, read_rgb, write_label_png
+from .refine import check_refine_params, refine_image
+from .store import completed_ids, open_store, read_image_maps
+
+_log = logging.getLogger(__name__)
+_LOGGERS = (__name__, "pnp_ovss.refine")
+
+SKIPPED_COLUMNS = ("image_id", "stage", "reason")
+
+
+def skipped_csv_text(rows: Iterable[dict]) -> str:
+    """CSV text with the header ``image_id,stage,reason`` and one row per skipped image."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=SKIPPED_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: row[k] for k in SKIPPED_COLUMNS})
+    return buf.getvalue()
+
+
+def check_image_matches_maps(image_path: Path, image_shape: tuple, orig_size: tuple[int, int]) -> None:
+    """The CRF image must have the size the GradCAM stage recorded (the label map's size)."""
+    h, w = int(image_shape[0]), int(image_shape[1])
+    if (h, w) != (int(orig_size[0]), int(orig_size[1])):
+        raise DatasetError(
+            f"{image_path}: image is {w}x{h} (WxH) but its GradCAM maps were recorded for "
+            f"{orig_size[1]}x{orig_size[0]}; expected the same image as the GradCAM stage saw"
+        )
+
+
+def refine_one(dataset, group, image_id: str, params: dict):
+    """Label map (uint8 [H, W], dataset ids) of one image whose maps are complete in ``group``."""
+    item = read_image_maps(group, image_id)
+    image_path = Path(dataset.crf_image_path(image_id))
+    image = read_rgb(image_path)
+    check_image_matches_maps(image_path, image.shape, item.orig_size)
+    return refine_image(item.maps, image, item.class_ids, params, dataset.background_rule)
+
+
+def _attach_log(log_target) -> tuple[logging.Handler, list[int]] | None:
+    """A file handler on the refine loggers when ``log_target`` is a path (Snakemake's ``log[0]``)."""
+    if log_target is None or isinstance(log_target, logging.Logger):
+        return None
+    path = Path(log_target)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, mode="a", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    levels = []
+    for name in _LOGGERS:
+        logger = logging.getLogger(name)
+        levels.append(logger.level)
+        logger.addHandler(handler)
+        if logger.getEffectiveLevel() > logging.INFO:
+            logger.setLevel(logging.INFO)
+    return handler, levels
+
+
+def _detach_log(attached) -> None:
+    if attached is None:
+        return
+    handler, levels = attached
+    for name, level in zip(_LOGGERS, levels):
+        logger = logging.getLogger(name)
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    handler.close()
+
+
+def run_refine_shard(
+    dataset,
+    store_path: str | os.PathLike,
+    image_ids: list[str],
+    params: dict,
+    out_dir: str | os.PathLike,
+    log: str | os.PathLike | logging.Logger | None = None,
+    on_error: str = "fail",
+) -> list[dict]:
+    """Refine every image of a shard; write ``<out_dir>/<image_id>.png`` and ``<out_dir>/skipped.csv``.
+
+    ``log``: a log file path (appended to), a logger, or None (this module's logger only).
+    ``on_error``: "fail" raises at the first failing image (naming it); "skip" records it and goes on.
+    Returns the skipped rows ``{"image_id", "stage", "reason"}``.
+    """
+    if on_error not in ("fail", "skip"):
+        raise ValueError(f"on_error is {on_error!r}; expected 'fail' or 'skip'")
+    check_refine_params(params)
+    logger = log if isinstance(log, logging.Logger) else _log
+    attached = _attach_log(log)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    skipped: list[dict] = []
+    try:
+        done = completed_ids(store_path)
+        group = open_store(store_path) if Path(store_path).exists() else None
+        logger.info("refine %d images from %s into %s (postprocess %s)", len(image_ids), store_path, out_dir,
+                    params["postprocess"])
+        started = time.perf_counter()
+        written = 0
+        for image_id in tqdm(image_ids, desc=f"refine {out_dir.name}", unit="img", file=sys.stderr,
+                             disable=None):
+            if image_id not in done:
+                reason = f"no complete GradCAM maps in {store_path}"
+                skipped.append({"image_id": image_id, "stage": "gradcam", "reason": reason})
+                logger.warning("skipped %s: %s", image_id, reason)
+                continue
+            try:
+                labels = refine_one(dataset, group, image_id, params)
+                write_label_png(out_dir / f"{image_id}.png", labels, dataset.palette)
+                written += 1
+            except (PnpOvssError, ValueError, KeyError, OSError) as exc:
+                if on_error != "skip":
+                    logger.error("refine failed on %s: %s", image_id, exc)
+                    if isinstance(exc, PnpOvssError):
+                        raise type(exc)(f"image {image_id}: {exc}") from exc
+                    raise
+                skipped.append({"image_id": image_id, "stage": "refine", "reason": str(exc)})
+                logger.warning("skipped %s: %s", image_id, exc)
+        elapsed = time.perf_counter() - started
+        logger.info("refined %d images in %.1f s (%.2f s/image), %d skipped", written, elapsed,
+                    elapsed / max(written, 1), len(skipped))
+        atomic_write_text(out_dir / "skipped.csv", skipped_csv_text(skipped))
+    finally:
+        _detach_log(attached)
+    return skipped
