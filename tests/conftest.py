@@ -1,0 +1,35 @@
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+@pytest.fixture(scope="session")
+def mini_tree(tmp_path_factory):
+    """The five benchmarks in mmseg layout, fabricated (tests/fabricate.py)."""
+    from fabricate import fabricate
+
+    root = tmp_path_factory.mktemp("mini")
+    ids = fabricate(root, n=4)
+    return root, ids
+
+
+@pytest.fixture
+def repo_copy(tmp_path):
+    """A copy of the workflow files (Snakefile, rules, workflow, config, envs, profiles) in a temp dir."""
+    dst = tmp_path / "wf"
+    dst.mkdir()
+    for name in ("Snakefile", "rules", "workflow", "config", "envs", "profiles"):
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dst / name, symlinks=False)
+        else:
+            shutil.copy(src, dst / name)
+    # the workflow imports the package from <workflow>/src: point at the real one
+    (dst / "src").symlink_to(ROOT / "src")
+    return dst

@@ -1,0 +1,80 @@
+import pytest
+import yaml
+
+from pnp_ovss.config import (
+    FIX_NAMES,
+    coerce_to_schema,
+    defaults,
+    fold_dotted,
+    load_schema,
+    normalise,
+    plan_runs,
+    resolve_fixes,
+    short_hash,
+)
+from pnp_ovss.errors import ConfigError
+
+from conftest import ROOT
+
+
+def test_config_yaml_lists_every_key_with_its_schema_default():
+    assert yaml.safe_load((ROOT / "config" / "config.yaml").read_text()) == defaults()
+
+
+def test_every_schema_key_has_a_description():
+    def walk(props, where=""):
+        for key, sub in props.items():
+            assert sub.get("description"), f"{where}{key} has no description"
+            if "properties" in sub:
+                walk(sub["properties"], f"{where}{key}.")
+
+    walk(load_schema()["properties"])
+
+
+def test_dotted_keys_fold_into_sections_with_yaml_types():
+    assert fold_dotted({"refine.threshold": "0.3", "a": 1}) == {"refine": {"threshold": 0.3}, "a": 1}
+    assert fold_dotted({"refine.threshold": "[0.1, 0.2]"})["refine"]["threshold"] == [0.1, 0.2]
+
+
+def test_command_line_strings_get_schema_types():
+    # what snakemake --config refine="{threshold: [0.1, 0.2]}" limit=null delivers (YAML BaseLoader)
+    raw = {"refine": {"threshold": ["0.1", "0.2"], "postprocess": "crf"}, "limit": "null", "shard_size": "7"}
+    out = coerce_to_schema(raw, load_schema())
+    assert out == {"refine": {"threshold": [0.1, 0.2], "postprocess": "crf"}, "limit": None, "shard_size": 7}
+    cfg = normalise(raw)
+    assert cfg["refine"]["threshold"] == [0.1, 0.2] and cfg["refine"]["blur_scale"] == 0.05
+
+
+def test_invalid_values_name_the_key():
+    with pytest.raises(ConfigError, match="refine.postprocess"):
+        normalise({"refine": {"postprocess": "sharpen"}})
+    with pytest.raises(ConfigError, match="dataset"):
+        normalise({"dataset": "imagenet"})
+
+
+def test_fixes_follow_mode_unless_set():
+    assert not any(resolve_fixes(normalise({"mode": "faithful"})).values())
+    assert all(resolve_fixes(normalise({"mode": "clean"})).values())
+    fixes = resolve_fixes(normalise({"mode": "clean", "fixes": {"nan_guard": False}}))
+    assert fixes["nan_guard"] is False and sum(fixes.values()) == len(FIX_NAMES) - 1
+
+
+def test_refine_change_keeps_upstream_hashes_and_changing_back_restores_them():
+    base, _ = plan_runs(normalise({}))
+    changed, _ = plan_runs(normalise({"refine": {"threshold": 0.3}}))
+    assert (base[0].labels, base[0].gradcam) == (changed[0].labels, changed[0].gradcam)
+    assert base[0].refine != changed[0].refine and base[0].evaluate != changed[0].evaluate
+    again, _ = plan_runs(normalise({"refine": {"threshold": 0.15}}))
+    assert again == base
+
+
+def test_sweeps_make_one_run_per_combination():
+    runs, table = plan_runs(normalise({"refine": {"threshold": [0.1, 0.2, 0.3]}, "gradcam": {"head": [8, 9]}}))
+    assert len(runs) == 6
+    assert len({r.gradcam for r in runs}) == 2 and len({r.evaluate for r in runs}) == 6
+    assert {table[r.refine]["threshold"] for r in runs} == {0.1, 0.2, 0.3}
+
+
+def test_hash_is_order_independent_and_sensitive_to_values():
+    assert short_hash({"a": 1, "b": 2}) == short_hash({"b": 2, "a": 1})
+    assert short_hash({"a": 1, "b": 2}) != short_hash({"a": 2, "b": 1})

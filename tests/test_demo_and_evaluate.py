@@ -1,0 +1,81 @@
+import filecmp
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pnp_ovss.config import normalise
+from pnp_ovss.datasets import get_dataset
+from pnp_ovss.datasets.folder import demo_root
+from pnp_ovss.demo import write_demo
+from pnp_ovss.evaluate import evaluate_shard, save_shard, write_tables
+from pnp_ovss.io import write_label_png
+from pnp_ovss.protocols import get_protocol
+
+
+def test_demo_set_is_reproduced_bit_for_bit(tmp_path):
+    write_demo(tmp_path)
+    shipped = demo_root()
+    for sub in ("images", "annotations"):
+        names = sorted(p.name for p in (shipped / sub).iterdir())
+        assert names == sorted(p.name for p in (tmp_path / sub).iterdir()) and len(names) == 6
+        match, mismatch, errors = filecmp.cmpfiles(shipped / sub, tmp_path / sub, names, shallow=False)
+        assert not mismatch and not errors
+    assert (shipped / "classes.txt").read_text() == (tmp_path / "classes.txt").read_text()
+
+
+@pytest.fixture
+def demo():
+    return get_dataset(normalise({}))
+
+
+def _score(demo, masks_dir, ids, protocol_name, tmp_path, tag):
+    prot = get_protocol("demo", protocol_name, demo.vocabulary)
+    hist, n, skipped = evaluate_shard(demo, prot, ids, masks_dir)
+    save_shard(tmp_path / f"{tag}.npz", hist, n, skipped)
+    row = write_tables(
+        [tmp_path / f"{tag}.npz"], prot, "demo", {"refine.hash": "x"},
+        tmp_path / f"{tag}_miou.csv", tmp_path / f"{tag}_pc.csv", tmp_path / f"{tag}_skipped.csv",
+    )
+    return row, pd.read_csv(tmp_path / f"{tag}_pc.csv")
+
+
+def test_demo_masks_score_100_against_themselves(demo, tmp_path):
+    ids = demo.image_ids()
+    for i in ids:
+        write_label_png(tmp_path / "self" / f"{i}.png", demo.ground_truth(i, "pnp"))
+    row, per_class = _score(demo, tmp_path / "self", ids, "pnp", tmp_path, "self")
+    assert row["mIoU"] == 100.0 and row["pixel_accuracy"] == 100.0 and row["n_images"] == 6
+    assert row["n_classes_scored"] == 6  # six classes, no background pixel in the demo
+    assert row["refine.hash"] == "x"
+
+
+def test_demo_masks_shifted_by_rows_give_the_independently_counted_ious(demo, tmp_path):
+    ids = demo.image_ids()
+    inter = np.zeros(7)
+    union = np.zeros(7)
+    for i in ids:
+        gt = demo.ground_truth(i, "pnp")
+        shifted = np.roll(gt, 12, axis=0)
+        write_label_png(tmp_path / "shift" / f"{i}.png", shifted)
+        for c in range(7):
+            inter[c] += np.sum((gt == c) & (shifted == c))
+            union[c] += np.sum((gt == c) | (shifted == c))
+    expected = inter[1:] / union[1:]
+    row, per_class = _score(demo, tmp_path / "shift", ids, "mmseg", tmp_path, "shift")
+    assert row["mIoU"] == pytest.approx(100 * expected.mean(), abs=1e-3)
+    got = per_class.set_index("class_name").loc[["sky", "mountain", "tree", "grass", "water", "sand"], "iou"]
+    assert got.to_numpy() == pytest.approx(100 * expected, abs=1e-3)
+    assert 0 < row["mIoU"] < 100
+
+
+def test_missing_mask_fails_or_is_skipped(demo, tmp_path):
+    ids = demo.image_ids()
+    (tmp_path / "m").mkdir()
+    for i in ids[1:]:
+        write_label_png(tmp_path / "m" / f"{i}.png", demo.ground_truth(i, "pnp"))
+    prot = get_protocol("demo", "pnp", demo.vocabulary)
+    with pytest.raises(Exception, match=f"{ids[0]}.png: predicted mask missing"):
+        evaluate_shard(demo, prot, ids, tmp_path / "m")
+    hist, n, skipped = evaluate_shard(demo, prot, ids, tmp_path / "m", on_error="skip")
+    assert n == 5 and [s["image_id"] for s in skipped] == [ids[0]]

@@ -1,0 +1,68 @@
+"""The real snakemake CLI on the workflow: lint, and a dry run for each benchmark on a fabricated tree."""
+
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def run(args, cwd, check=True):
+    proc = subprocess.run(SNAKEMAKE + args, cwd=cwd, capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def job_counts(stdout: str) -> dict[str, int]:
+    block = stdout.split("Job stats:")[1]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", block, re.M)}
+
+
+pytestmark = pytest.mark.workflow
+
+
+def test_lint_is_clean(repo_copy):
+    proc = run(["--lint"], repo_copy)
+    assert "Congratulations, your workflow is in a good condition" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("dataset", ["voc", "psc", "ade20k", "coco_object", "coco_stuff"])
+def test_dry_run_plans_the_full_dag(repo_copy, mini_tree, dataset):
+    root, ids = mini_tree
+    proc = run(["-n", "--cores", "2", "--config", f"dataset={dataset}", f"data_root={root}", "shard_size=3"], repo_copy)
+    counts = job_counts(proc.stdout)
+    shards = -(-len(ids[dataset]) // 3)
+    assert counts["labels"] == counts["gradcam"] == counts["refine"] == counts["evaluate_shard"] == shards
+    assert counts["evaluate"] == counts["report_figures"] == counts["miou_table"] == 1
+
+
+def test_sweep_over_three_thresholds_plans_three_branches(repo_copy):
+    proc = run(["-n", "--cores", "2", "--config", "refine={threshold: [0.1, 0.15, 0.2]}"], repo_copy)
+    counts = job_counts(proc.stdout)
+    assert counts["gradcam"] == 1 and counts["refine"] == 3 and counts["evaluate"] == 3 and counts["miou_table"] == 1
+
+
+def test_bad_config_value_is_refused_with_the_key(repo_copy):
+    proc = run(["-n", "--cores", "1", "--config", "refine={postprocess: sharpen}"], repo_copy, check=False)
+    assert proc.returncode != 0 and "sharpen" in proc.stdout + proc.stderr
+
+
+def test_missing_dataset_is_a_clear_error(repo_copy, tmp_path):
+    proc = run(["-n", "--cores", "1", "--config", "dataset=voc", f"data_root={tmp_path}"], repo_copy, check=False)
+    assert proc.returncode != 0
+    assert f"{tmp_path}/VOCdevkit/VOC2012: PASCAL VOC 2012 folder not found" in proc.stdout + proc.stderr
+
+
+def test_conda_env_lists_the_same_packages_as_pyproject():
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    env = yaml.safe_load((ROOT / "envs" / "pnp-ovss.yaml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert sorted(pip) == sorted(deps)
