@@ -15,6 +15,7 @@ from .errors import PnpOvssError
 COMMAND_MODULES = [
     "pnp_ovss.datasets.cli",
     "pnp_ovss.labels.cli",
+    "pnp_ovss.model",
 ]
 
 
