@@ -95,16 +95,23 @@ def run_refine_shard(
     out_dir: str | os.PathLike,
     log: str | os.PathLike | logging.Logger | None = None,
     on_error: str = "fail",
+    threads: int | None = None,
 ) -> list[dict]:
     """Refine every image of a shard; write ``<out_dir>/<image_id>.png`` and ``<out_dir>/skipped.csv``.
 
     ``log``: a log file path (appended to), a logger, or None (this module's logger only).
     ``on_error``: "fail" raises at the first failing image (naming it); "skip" records it and goes on.
+    ``threads``: torch's intra-op threads (softmax, interpolation) — pass the rule's ``threads`` so that
+    refine jobs running side by side do not oversubscribe the cores (pydensecrf is single-threaded).
     Returns the skipped rows ``{"image_id", "stage", "reason"}``.
     """
     if on_error not in ("fail", "skip"):
         raise ValueError(f"on_error is {on_error!r}; expected 'fail' or 'skip'")
     check_refine_params(params)
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, int(threads)))
     logger = log if isinstance(log, logging.Logger) else _log
     attached = _attach_log(log)
     out_dir = Path(out_dir)
@@ -117,17 +124,18 @@ def run_refine_shard(
                     params["postprocess"])
         started = time.perf_counter()
         written = 0
-        for image_id in tqdm(image_ids, desc=f"refine {out_dir.name}", unit="img", file=sys.stderr,
-                             disable=None):
+        for image_id in tqdm(image_ids, desc=f"refine {out_dir.name}", unit="img", file=sys.stderr, mininterval=1.0):
             if image_id not in done:
                 reason = f"no complete GradCAM maps in {store_path}"
                 skipped.append({"image_id": image_id, "stage": "gradcam", "reason": reason})
                 logger.warning("skipped %s: %s", image_id, reason)
                 continue
             try:
+                tic = time.perf_counter()
                 labels = refine_one(dataset, group, image_id, params)
                 write_label_png(out_dir / f"{image_id}.png", labels, dataset.palette)
                 written += 1
+                logger.debug("%s: %.2f s", image_id, time.perf_counter() - tic)
             except (PnpOvssError, ValueError, KeyError, OSError) as exc:
                 if on_error != "skip":
                     logger.error("refine failed on %s: %s", image_id, exc)
