@@ -369,6 +369,10 @@ def ask_one(client, settings: LiveSettings, prompt: str, image_path, image_id: s
         response = client.chat.completions.create(**kwargs)
     except openai.OpenAIError as exc:
         raise api_error_to_label_error(exc, image_id, getattr(client, "api_key", None)) from None
+    except ValueError as exc:  # a 200 whose body is not JSON
+        raise LabelError(
+            f"image {image_id}: the API answered with a body that is not a chat completion ({type(exc).__name__})"
+        ) from None
     return answer_text(response, image_id), usage_of(response)
 
 

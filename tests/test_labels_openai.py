@@ -1,0 +1,430 @@
+"""The live GPT-4o source against a real HTTP server: a small OpenAI-compatible server on 127.0.0.1.
+
+The real ``openai`` client talks to it through ``OPENAI_BASE_URL``. The server answers
+/v1/chat/completions according to a script of actions (answer, 429, 500, hang, 401, malformed body)
+and logs every request, so the tests can count what was asked.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pnp_ovss.errors import LabelError
+from pnp_ovss.labels import openai_live
+from pnp_ovss.labels.openai_live import LiveSettings, categories_text, query_answers
+from pnp_ovss.labels.stage import live_cache_path, read_labels_shard, run_labels_shard
+from pnp_ovss.vocab import load_vocabulary
+
+SECRET_KEY = "sk-test-DO-NOT-LEAK-0123456789abcdef"
+
+
+# --- the fake server -----------------------------------------------------------------------------
+
+
+class FakeOpenAIServer:
+    """OpenAI-compatible chat completions on a random local port.
+
+    ``answers`` maps the base64 image payload to the answer text; ``actions`` is a FIFO of what to
+    do for the next requests (default when empty: answer).
+    """
+
+    def __init__(self):
+        self.answers: dict[str, str] = {}
+        self.actions: list[str] = []
+        self.requests: list[dict] = []
+        self.release = threading.Event()
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep the test output quiet
+                pass
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length) or b"{}")
+                with server.lock:
+                    action = server.actions.pop(0) if server.actions else "answer"
+                    server.requests.append(
+                        {
+                            "path": self.path,
+                            "authorization": self.headers.get("Authorization"),
+                            "body": body,
+                            "action": action,
+                        }
+                    )
+                server.respond(self, action, body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self.release.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def image_payloads(self) -> list[str]:
+        return [image_payload(r["body"]) for r in self.requests if r["action"] == "answer"]
+
+    @staticmethod
+    def send_json(handler, status, obj, headers=()):
+        data = json.dumps(obj).encode()
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(data)))
+        for k, v in headers:
+            handler.send_header(k, v)
+        handler.end_headers()
+        handler.wfile.write(data)
+
+    def respond(self, handler, action, body):
+        error = lambda msg, typ: {"error": {"message": msg, "type": typ, "code": None}}  # noqa: E731
+        fast_retry = [("retry-after-ms", "5")]
+        if action == "429":
+            return self.send_json(handler, 429, error("Rate limit reached", "rate_limit_exceeded"), fast_retry)
+        if action == "500":
+            return self.send_json(handler, 500, error("The server had an error", "server_error"), fast_retry)
+        if action == "401":
+            return self.send_json(handler, 401, error("Incorrect API key provided: sk-tes***cdef", "invalid_request_error"))
+        if action == "403":
+            return self.send_json(handler, 403, error("Project does not have access", "invalid_request_error"))
+        if action == "hang":
+            self.release.wait(5)
+            return
+        if action == "malformed":
+            data = b"<html>bad gateway</html>"
+            handler.send_response(200)
+            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Content-Length", str(len(data)))
+            handler.end_headers()
+            handler.wfile.write(data)
+            return
+        if action == "not_a_completion":
+            return self.send_json(handler, 200, {"object": "chat.completion", "id": "x"})
+        text = self.answers.get(image_payload(body), "[1: 'aeroplane'], [100%]")
+        self.send_json(
+            handler,
+            200,
+            {
+                "id": "chatcmpl-1",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body.get("model", "gpt-4o"),
+                "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                ],
+                "usage": {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110},
+            },
+        )
+
+
+def image_payload(body: dict) -> str:
+    url = body["messages"][0]["content"][1]["image_url"]["url"]
+    return url.split("base64,", 1)[1]
+
+
+def image_mime(body: dict) -> str:
+    url = body["messages"][0]["content"][1]["image_url"]["url"]
+    return url.split(";", 1)[0].removeprefix("data:")
+
+
+# --- fixtures ------------------------------------------------------------------------------------
+
+
+class FakeDataset:
+    """The parts of the Dataset interface the labels stage uses."""
+
+    has_ground_truth = False
+
+    def __init__(self, name, root: Path, ids, fmt="PNG"):
+        self.name = name
+        self.vocabulary = load_vocabulary(name)
+        self.root = root
+        self._ids = list(ids)
+        root.mkdir(parents=True, exist_ok=True)
+        for k, image_id in enumerate(self._ids):
+            rgb = np.full((8, 8, 3), (10 * k) % 255, dtype=np.uint8)
+            Image.fromarray(rgb).save(self.image_path(image_id), format=fmt)
+
+    def image_ids(self):
+        return list(self._ids)
+
+    def image_path(self, image_id):
+        # the extension says .img on purpose: the MIME type must come from the content
+        return self.root / f"{image_id}.img"
+
+    def gpt4o_key(self, image_id):
+        return image_id
+
+
+@pytest.fixture
+def server(monkeypatch):
+    srv = FakeOpenAIServer().start()
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET_KEY)
+    monkeypatch.setenv("OPENAI_BASE_URL", srv.base_url)
+    # the openai client's backoff between retries: keep the suite fast
+    monkeypatch.setattr("openai._base_client.INITIAL_RETRY_DELAY", 0.01, raising=False)
+    yield srv
+    srv.stop()
+
+
+def settings(**kw):
+    base = dict(model="gpt-4o", temperature=0.0, prompt=None, json_schema=False, timeout=2.0, max_retries=2)
+    base.update(kw)
+    return LiveSettings(**base)
+
+
+def payload_of(dataset, image_id):
+    return base64.b64encode(dataset.image_path(image_id).read_bytes()).decode()
+
+
+def params_for(dataset, mode="faithful", **kw):
+    p = {
+        "stage": "labels",
+        "dataset": dataset.name,
+        "mode": mode,
+        "source": "gpt4o",
+        "min_probability": 70,
+        "no_fallback_class": mode == "clean",
+        "model": "gpt-4o",
+        "temperature": 0.0,
+        "prompt": None,
+        "json_schema": False,
+    }
+    p.update(kw)
+    return p
+
+
+OPTIONS = {"timeout": 2.0, "max_retries": 2}
+
+
+# --- tests ---------------------------------------------------------------------------------------
+
+
+def test_normal_answers_and_messy_formats_end_to_end(server, tmp_path):
+    ds = FakeDataset("coco_stuff", tmp_path / "img", ["a", "b", "c", "d"])
+    messy = {
+        "a": "[1:'person', 3:'car']\n[90%, 80%]",
+        "b": "[119: flower, 86: vase], [95% probability of flower, 90% probability of vase]",
+        "c": "[21: cow, 124: grass, 169: tree], [95% 60%, 50%]",
+        "d": "[59: pizza], [probability of class1 in percentage: 95]",
+    }
+    for image_id, text in messy.items():
+        server.answers[payload_of(ds, image_id)] = text
+    out = tmp_path / "labels" / "shard-0000.json"
+    run_labels_shard(ds, ds.image_ids(), params_for(ds), OPTIONS, out, tmp_path / "work", logging.getLogger("t"))
+    doc = read_labels_shard(out)
+    selected = {k: v["selected"] for k, v in doc["images"].items()}
+    assert selected == {"a": [1, 3], "b": [119, 86], "c": [21], "d": [59]}
+    assert doc["images"]["a"]["raw"] == messy["a"]
+    assert doc["images"]["c"]["parsed"] == [[21, 95], [124, 50]]
+    assert doc["images"]["a"]["names"] == ["person", "car"]
+    assert len(server.requests) == 4
+    req = server.requests[0]
+    assert req["path"] == "/v1/chat/completions"
+    assert req["body"]["model"] == "gpt-4o" and req["body"]["temperature"] == 0.0
+    assert "response_format" not in req["body"]
+
+
+def test_request_content_prompt_categories_and_real_mime_type(server, tmp_path):
+    ds = FakeDataset("voc", tmp_path / "img", ["x"], fmt="JPEG")
+    query_answers(ds, ["x"], settings(), tmp_path / "cache.json")
+    body = server.requests[0]["body"]
+    text = body["messages"][0]["content"][0]["text"]
+    assert "{1: 'aeroplane', 2: 'bicycle'" in text and "20: 'tvmonitor'}" in text
+    assert "[id1: classname1, id2: classname2, ...]" in text
+    assert image_mime(body) == "image/jpeg"
+    ds_png = FakeDataset("voc", tmp_path / "png", ["y"], fmt="PNG")
+    query_answers(ds_png, ["y"], settings(), tmp_path / "cache2.json")
+    assert image_mime(server.requests[1]["body"]) == "image/png"
+
+
+def test_categories_interpolated_as_the_authors_did():
+    coco = categories_text("coco_stuff", load_vocabulary("coco_stuff"))
+    assert coco.startswith("[[1, 'person'], [2, 'bicycle']") and coco.endswith("[182, 'wood']]")
+    assert "183" not in coco and "'traffic light'" in coco and "'building-other'" in coco
+    ade = categories_text("ade20k", load_vocabulary("ade20k"))
+    assert ade.startswith("{1: 'wall', 2: 'building;edifice'") and "150: 'flag'}" in ade
+    assert categories_text("coco_object", load_vocabulary("coco_object")).count("], [") == 79
+
+
+def test_custom_prompt_template(server, tmp_path):
+    ds = FakeDataset("voc", tmp_path / "img", ["x"])
+    query_answers(ds, ["x"], settings(prompt="Classes {categories}. Answer as JSON {\"a\": 1}."), tmp_path / "c.json")
+    text = server.requests[0]["body"]["messages"][0]["content"][0]["text"]
+    assert text.startswith("Classes {1: 'aeroplane'") and text.endswith('{"a": 1}.')
+    with pytest.raises(LabelError, match="categories"):
+        query_answers(ds, ["x"], settings(prompt="no placeholder"), tmp_path / "d.json")
+
+
+def test_429_then_success(server, tmp_path):
+    ds = FakeDataset("voc", tmp_path / "img", ["x"])
+    server.answers[payload_of(ds, "x")] = "[15: person], [90%]"
+    server.actions = ["429"]
+    assert query_answers(ds, ["x"], settings(), tmp_path / "c.json") == {"x": "[15: person], [90%]"}
+    assert [r["action"] for r in server.requests] == ["429", "answer"]
+
+
+def test_500_then_success(server, tmp_path):
+    ds = FakeDataset("voc", tmp_path / "img", ["x"])
+    server.actions = ["500", "500"]
+    assert query_answers(ds, ["x"], settings(max_retries=2), tmp_path / "c.json")["x"]
+    assert [r["action"] for r in server.requests] == ["500", "500", "answer"]
+
+
+def test_retries_are_bounded(server, tmp_path):
+    ds = FakeDataset("voc", tmp_path / "img", ["x"])
+    server.actions = ["500"] * 5
+    with pytest.raises(LabelError, match="HTTP 500"):
+        query_answers(ds, ["x"], settings(max_retries=1), tmp_path / "c.json")
+    assert len(server.requests) == 2
+
+
+def test_hang_past_the_timeout_is_retried(server, tmp_path):
+    ds = FakeDataset("voc", tmp_path / "img", ["x"])
+    server.actions = ["hang"]
+    t0 = time.monotonic()
+    assert query_answers(ds, ["x"], settings(timeout=0.3, max_retries=1), tmp_path / "c.json")["x"]
+    assert time.monotonic() - t0 < 3
+    assert [r["action"] for r in server.requests] == ["hang", "answer"]
+
+
+def test_hang_without_retries_left_is_a_clear_error(server, tmp_path):
+    ds = FakeDataset("voc", tmp_path / "img", ["x"])
+    server.actions = ["hang"]
+    with pytest.raises(LabelError, match="did not answer within labels.timeout"):
+        query_answers(ds, ["x"], settings(timeout=0.3, max_retries=0), tmp_path / "c.json")
+
+
+@pytest.mark.parametrize("status", ["401", "403"])
+def test_auth_failure_stops_at_once_without_leaking_the_key(server, tmp_path, caplog, status):
+    caplog.set_level(logging.DEBUG)
+    ds = FakeDataset("voc", tmp_path / "img", ["x", "y"])
+    server.actions = [status]
+    with pytest.raises(LabelError) as err:
+        query_answers(ds, ["x", "y"], settings(max_retries=3), tmp_path / "c.json")
+    message = str(err.value)
+    assert "OPENAI_API_KEY" in message and f"HTTP {status}" in message
+    assert SECRET_KEY not in message and "sk-tes" not in message
+    assert len(server.requests) == 1  # no retry, and the second image is not asked
+    assert SECRET_KEY not in caplog.text
+
+
+@pytest.mark.parametrize("action", ["malformed", "not_a_completion"])
+def test_malformed_body_is_a_clear_error(server, tmp_path, action):
+    ds = FakeDataset("voc", tmp_path / "img", ["x"])
+    server.actions = [action]
+    with pytest.raises(LabelError, match="image x"):
+        query_answers(ds, ["x"], settings(max_retries=0), tmp_path / "c.json")
+    assert not (tmp_path / "c.json").exists()  # nothing cached for a bad answer
+
+
+def test_missing_key_asks_nothing(server, tmp_path, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY")
+    ds = FakeDataset("voc", tmp_path / "img", ["x"])
+    with pytest.raises(LabelError, match="set the environment variable OPENAI_API_KEY"):
+        query_answers(ds, ["x"], settings(), tmp_path / "c.json")
+    assert server.requests == []
+
+
+def test_rerun_makes_zero_requests(server, tmp_path, monkeypatch):
+    ds = FakeDataset("voc", tmp_path / "img", ["x", "y", "z"])
+    out = tmp_path / "labels" / "shard-0000.json"
+    params = params_for(ds)
+    run_labels_shard(ds, ds.image_ids(), params, OPTIONS, out, tmp_path / "work", None)
+    first = out.read_text()
+    assert len(server.requests) == 3
+    out.unlink()  # snakemake deletes the output of a failed job; the cache lives beside it
+    monkeypatch.delenv("OPENAI_API_KEY")  # a fully cached shard needs no key
+    run_labels_shard(ds, ds.image_ids(), params, OPTIONS, out, tmp_path / "work", None)
+    assert len(server.requests) == 3
+    assert out.read_text() == first
+
+
+def test_a_crash_mid_shard_never_asks_twice(server, tmp_path):
+    ds = FakeDataset("voc", tmp_path / "img", ["x", "y", "z"])
+    out = tmp_path / "labels" / "shard-0000.json"
+    server.actions = ["answer", "401"]
+    with pytest.raises(LabelError):
+        run_labels_shard(ds, ds.image_ids(), params_for(ds), OPTIONS, out, tmp_path / "work", None)
+    assert not out.exists()
+    cache = json.loads(live_cache_path(tmp_path / "work", out).read_text())
+    assert list(cache["answers"]) == ["x"]
+    run_labels_shard(ds, ds.image_ids(), params_for(ds), OPTIONS, out, tmp_path / "work", None)
+    asked = [p for p in server.image_payloads()]
+    assert sorted(asked) == sorted(payload_of(ds, i) for i in ["x", "y", "z"])  # each image answered once
+    assert set(read_labels_shard(out)["images"]) == {"x", "y", "z"}
+
+
+def test_another_prompt_is_not_served_from_the_cache(server, tmp_path):
+    ds = FakeDataset("voc", tmp_path / "img", ["x"])
+    query_answers(ds, ["x"], settings(), tmp_path / "c.json")
+    query_answers(ds, ["x"], settings(model="gpt-4o-mini"), tmp_path / "c.json")
+    assert len(server.requests) == 2
+
+
+def test_tokens_and_cost_logged_per_shard(server, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    ds = FakeDataset("voc", tmp_path / "img", ["x", "y"])
+    query_answers(ds, ["x", "y"], settings(), tmp_path / "c.json", logging.getLogger("shard"))
+    line = [r.message for r in caplog.records if r.name == "shard"][-1]
+    assert "2 requests, 0 answers from the cache" in line
+    assert "200 prompt + 20 completion" in line
+    assert "estimated cost $0.0007" in line  # 200 * 2.5e-6 + 20 * 10e-6
+
+
+def test_json_schema_response_format(server, tmp_path):
+    ds = FakeDataset("voc", tmp_path / "img", ["x"])
+    answer = json.dumps({"classes": [{"id": 15, "name": "person", "probability": 95}, {"id": 3, "name": "bird", "probability": 40}]})
+    server.answers[payload_of(ds, "x")] = answer
+    out = tmp_path / "shard-0000.json"
+    run_labels_shard(ds, ["x"], params_for(ds, json_schema=True), OPTIONS, out, tmp_path / "work", None)
+    body = server.requests[0]["body"]
+    assert body["response_format"]["type"] == "json_schema"
+    assert body["response_format"]["json_schema"]["schema"]["required"] == ["classes"]
+    entry = read_labels_shard(out)["images"]["x"]
+    assert entry["selected"] == [15] and entry["raw"] == answer and entry["parsed"] == [[15, 95], [3, 40]]
+
+
+def test_the_key_is_in_no_file_log_or_message(server, tmp_path, caplog):
+    for name in (None, "openai", "httpx", "httpx2", "httpcore", "pnp_ovss"):
+        caplog.set_level(logging.DEBUG, logger=name)
+    ds = FakeDataset("voc", tmp_path / "img", ["x", "y"])
+    server.actions = ["429", "answer", "500"]
+    run_labels_shard(ds, ds.image_ids(), params_for(ds), OPTIONS, tmp_path / "o" / "shard-0000.json", tmp_path / "w", None)
+    server.actions = ["401"]
+    with pytest.raises(LabelError) as err:
+        query_answers(FakeDataset("voc", tmp_path / "img2", ["q"]), ["q"], settings(), tmp_path / "w" / "c.json")
+    assert server.requests[0]["authorization"] == f"Bearer {SECRET_KEY}"  # it did reach the server
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert SECRET_KEY.encode() not in path.read_bytes(), path
+    assert "chat/completions" in caplog.text  # the client's debug log was captured
+    assert SECRET_KEY not in caplog.text
+    assert SECRET_KEY not in str(err.value)
+
+
+def test_estimated_cost_table():
+    usage = openai_live.Usage(1_000_000, 1_000_000)
+    assert openai_live.estimated_cost("gpt-4o", usage) == pytest.approx(12.5)
+    assert openai_live.estimated_cost("gpt-4o-2024-08-06", usage) == pytest.approx(12.5)
+    assert openai_live.estimated_cost("my-local-model", usage) is None
