@@ -43,6 +43,6 @@ def final_targets():
     plus the dataset-level miou.csv with one row per sweep combination."""
     if PLAN.evaluates:
         targets = [f"{OUT}/miou.csv"]
-        targets += [f"{OUT}/report/{run.evaluate}" for run in PLAN.runs]
+        targets += [f"{OUT}/report/{run.evaluate}/per_class_iou.png" for run in PLAN.runs]
         return targets
     return [f"{OUT}/masks/{run.refine}/{shard}" for run in PLAN.runs for shard in SHARDS]

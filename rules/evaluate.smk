@@ -41,7 +41,11 @@ rule miou_table:
     input:
         [f"{OUT}/eval/{run.evaluate}/miou.csv" for run in PLAN.runs],
     output:
-        f"{OUT}/miou.csv",
+        report(
+            f"{OUT}/miou.csv",
+            caption="../workflow/report/miou.rst",
+            category="mIoU",
+        ),
     log:
         f"{OUT}/logs/evaluate/miou_table.log",
     conda:

@@ -17,4 +17,5 @@ run_refine_shard(
     out,
     log,
     on_error=sm.config["on_error"],
+    threads=sm.threads,
 )

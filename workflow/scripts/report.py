@@ -2,16 +2,20 @@
 from pathlib import Path
 
 from pnp_ovss.datasets import get_dataset
-from pnp_ovss.report import make_report_figures
+from pnp_ovss.report import make_report_figures, write_parameters_table
 from pnp_ovss.workflow import stage_logger
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 log = stage_logger(sm.log[0], "report")
-make_report_figures(
+out = Path(sm.output.chart).parent
+made = make_report_figures(
     get_dataset(sm.config),
     [Path(p) for p in sm.input.masks],
+    list(sm.params.ids),
     Path(sm.input.per_class),
-    Path(sm.input.miou),
-    Path(sm.output[0]),
+    out,
     samples=int(sm.params.samples),
 )
+Path(sm.output.overlays).mkdir(parents=True, exist_ok=True)
+write_parameters_table(dict(sm.params.run), sm.output.parameters)
+log.info("%d overlays, chart %s", len(made["overlays"]), made["iou_chart"])
