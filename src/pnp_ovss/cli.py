@@ -14,6 +14,7 @@ from .errors import PnpOvssError
 # ``parser.set_defaults(func=...)`` and receives the parsed ``args``; it returns an exit code).
 COMMAND_MODULES = [
     "pnp_ovss.datasets.cli",
+    "pnp_ovss.segment",
     "pnp_ovss.labels.cli",
     "pnp_ovss.model",
 ]

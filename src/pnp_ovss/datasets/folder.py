@@ -78,3 +78,22 @@ class Demo(Folder):
         root = demo_root()
         vocab = parse_class_lines((root / "classes.txt").read_text(encoding="utf-8"), str(root / "classes.txt"))
         super().__init__(root / "images", vocab, root / "annotations")
+
+
+class Files(Folder):
+    """An explicit list of image files (``pnp-ovss segment``); ids are the file stems."""
+
+    name = "folder"
+
+    def __init__(self, paths: list[Path], vocabulary: Vocabulary):
+        Dataset.__init__(self, Path("."), vocabulary)
+        self.annotations = None
+        self._paths = {}
+        for p in map(Path, paths):
+            if not p.is_file():
+                raise DatasetError(f"{p}: image not found")
+            if p.stem in self._paths:
+                raise DatasetError(f"{p}: another image is also named {p.stem!r}; names must be unique")
+            self._paths[p.stem] = p
+        if not self._paths:
+            raise DatasetError("no images given")

@@ -1,0 +1,102 @@
+"""``pnp-ovss segment``: the whole method on a few images, outside Snakemake, through the same stage
+functions the workflow runs (labels -> gradcam -> refine), plus an overlay per image."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+from pathlib import Path
+
+from .config import normalise, plan_runs
+from .datasets.folder import Files
+from .errors import ConfigError
+from .io import atomic_write_bytes, read_label_png, read_rgb
+from .vocab import vocabulary_from_spec
+
+log = logging.getLogger(__name__)
+
+
+def segment_config(classes: str, args: argparse.Namespace) -> dict:
+    overrides = {
+        "dataset": "folder",
+        "images": ".",
+        "classes": classes,
+        "mode": args.mode,
+        "labels": {"source": "gpt4o" if args.gpt4o else "list"},
+        "gradcam": {"device": args.device},
+        "refine": {},
+        "shard_size": 10**6,
+    }
+    if args.model:
+        overrides["gradcam"]["model"] = args.model
+    for item in args.set or []:
+        key, _, value = item.partition("=")
+        if not _ or "." not in key:
+            raise ConfigError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. refine.threshold=0.2")
+        overrides[key] = value
+    cfg = normalise(overrides)
+    for section in ("gradcam", "refine"):
+        for key, value in cfg[section].items():
+            if isinstance(value, list):
+                raise ConfigError(f"{section}.{key}: segment takes one value, not a sweep")
+    return cfg
+
+
+def segment(image_paths: list[Path], classes: str, out_dir: Path, args: argparse.Namespace) -> list[Path]:
+    from .gradcam_stage import run_gradcam_shard
+    from .labels.stage import read_labels_shard, run_labels_shard
+    from .refine_stage import run_refine_shard
+    from .report import overlay
+
+    cfg = segment_config(classes, args)
+    dataset = Files(image_paths, vocabulary_from_spec(classes))
+    ids = dataset.image_ids()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs, table = plan_runs(cfg)
+    run = runs[0]
+    with tempfile.TemporaryDirectory(prefix="pnp-ovss-segment-") as tmp:
+        tmp = Path(tmp)
+        labels_json = tmp / "labels.json"
+        run_labels_shard(dataset, ids, table[run.labels], cfg["labels"], labels_json, out_dir / ".labels-cache", log)
+        labels = read_labels_shard(labels_json)["images"]
+        store_dir = tmp / "gradcam"
+        run_gradcam_shard(dataset, ids, labels, table[run.gradcam], store_dir, tmp / "work", cfg["gradcam"]["device"], log)
+        run_refine_shard(dataset, store_dir / "maps.zarr", ids, table[run.refine], out_dir, log, on_error="fail")
+    names = dict(zip(dataset.vocabulary.ids, dataset.vocabulary.names))
+    written = []
+    for image_id in ids:
+        labels_png = out_dir / f"{image_id}.png"
+        picture = overlay(read_rgb(dataset.image_path(image_id)), read_label_png(labels_png), dataset.palette, names)
+        path = out_dir / f"{image_id}_overlay.png"
+        import io
+
+        buf = io.BytesIO()
+        picture.save(buf, format="PNG")
+        atomic_write_bytes(path, buf.getvalue())
+        written += [labels_png, path]
+    return written
+
+
+def _cmd_segment(args: argparse.Namespace) -> int:
+    written = segment([Path(p) for p in args.images], args.classes, Path(args.out), args)
+    for p in written:
+        print(p)
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "segment",
+        help="segment images into the given classes (labels -> gradcam -> refine), writing label and overlay PNGs",
+    )
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--classes", required=True, help='class names, "cat,sofa,lamp", or a file with one per line')
+    p.add_argument("--gpt4o", action="store_true", help="ask GPT-4o which of the classes each image shows (OPENAI_API_KEY)")
+    p.add_argument("--out", required=True, help="output folder: <image>.png label maps and <image>_overlay.png")
+    p.add_argument("--model", help="BLIP ITM model id or local directory (default Salesforce/blip-itm-large-flickr)")
+    p.add_argument("--mode", choices=["faithful", "clean"], default="clean", help="default clean: no quirks")
+    p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="any config key, e.g. refine.threshold=0.2")
+    p.set_defaults(func=_cmd_segment)
