@@ -18,6 +18,7 @@ import base64
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -180,7 +181,7 @@ def structured_to_text(raw: str) -> str:
         data = json.loads(raw)
         classes = data["classes"]
         ids = [int(c["id"]) for c in classes]
-        names = [str(c["name"]).replace(",", " ") for c in classes]
+        names = [re.sub(r"[,:\[\]]", " ", str(c["name"])).strip() for c in classes]
         probs = [c["probability"] for c in classes]
         if not all(isinstance(p, (int, float)) and not isinstance(p, bool) for p in probs):
             raise ValueError("probability is not a number")
