@@ -54,8 +54,11 @@ def completed_ids(path: str | Path) -> set[str]:
     return {name for name in g.group_keys() if bool(g[name].attrs.get("complete", False))}
 
 
-def write_image_maps(group: zarr.Group, item: ImageMaps) -> None:
-    """Write one image's group; overwrites an unfinished group; marks it complete last."""
+def write_image_maps(group: zarr.Group, item: ImageMaps, complete: bool = True) -> None:
+    """Write one image's group; overwrites an unfinished group; marks it complete last.
+
+    ``complete=False`` leaves the mark out, for a caller that marks several images complete together
+    (:func:`mark_complete`) once all of them are written."""
     if item.image_id in group:
         del group[item.image_id]
     sub = group.create_group(item.image_id)
@@ -66,6 +69,15 @@ def write_image_maps(group: zarr.Group, item: ImageMaps) -> None:
     attrs = dict(item.attrs)
     attrs.pop("complete", None)
     sub.attrs.update(attrs)
+    if complete:
+        sub.attrs["complete"] = True
+
+
+def mark_complete(group: zarr.Group, image_id: str) -> None:
+    """Mark a written image group complete (its arrays and attributes must already be there)."""
+    sub = group[image_id]
+    if "maps" not in sub or "dropped" not in sub:
+        raise KeyError(f"{image_id}: cannot mark complete, its arrays are missing")
     sub.attrs["complete"] = True
 
 

@@ -1,0 +1,199 @@
+"""The GradCAM stage for one shard: images → per-image maps in a Zarr store (docs/ARCHITECTURE.md).
+
+Resumable: results go to ``work_dir/maps.zarr`` (one group per image, ``complete`` written last, for all
+images of a batch after all of them are written); a rerun skips every batch whose images are all complete. In faithful mode a partly finished batch is recomputed
+whole — the patch ranking depends on the batch (§5, §10.4) — but its completed images are not rewritten;
+with ``exclude_sep_rows`` only the unfinished images are computed. When every image is complete the store
+is moved (rename) into ``out_dir/maps.zarr`` — ``out_dir`` is the rule's ``directory()`` output, which
+Snakemake deletes when a job fails, so progress lives in the work area until the shard is whole.
+
+The rule script calls :func:`run_gradcam_shard` directly.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .errors import LabelError
+from .gradcam import ImageGradcam, gradcam_batch, preprocess_image, uses_released_ade_input
+from .io import open_rgb
+from .model import load_blip
+from .store import ImageMaps, completed_ids, mark_complete, open_store, write_image_maps
+from .vocab import caption_for
+
+STORE_NAME = "maps.zarr"
+
+
+@functools.lru_cache(maxsize=2)
+def cached_model(model_id: str, image_size: int, device: str):
+    """One model per process (a shard job loads it once)."""
+    return load_blip(model_id, image_size=image_size, device=device)
+
+
+def batches_of(ids: list[str], size: int) -> list[list[str]]:
+    """Consecutive runs of ``size`` images in the given order (the released DataLoader batches)."""
+    if size < 1:
+        raise ValueError("batch_size must be >= 1")
+    return [ids[i : i + size] for i in range(0, len(ids), size)]
+
+
+def images_to_compute(batch: list[str], done: set[str], batch_dependent: bool) -> list[str]:
+    """Which images of a batch must go through the model: none when all are complete; the whole batch when
+    the ranking depends on it (faithful); otherwise only the unfinished ones."""
+    pending = [i for i in batch if i not in done]
+    if not pending:
+        return []
+    return list(batch) if batch_dependent else pending
+
+
+def image_labels(labels: dict, image_id: str) -> tuple[list[int], list[str]]:
+    try:
+        entry = labels[image_id]
+    except KeyError:
+        raise LabelError(f"{image_id}: no entry in the labels of this shard") from None
+    ids = [int(i) for i in entry.get("selected", [])]
+    names = [str(n) for n in entry.get("names", [])]
+    if len(ids) != len(names):
+        raise LabelError(f"{image_id}: labels have {len(ids)} selected ids but {len(names)} names")
+    return ids, names
+
+
+def empty_result(params: dict, grid: int) -> ImageGradcam:
+    """An image with no selected class (clean mode, no confident class): K = 0 maps, no drop iterations."""
+    d, k = int(params["drop_iter"]), int(params["drop_patches"])
+    return ImageGradcam(np.zeros((0, d, grid, grid), np.float32), np.zeros((0, k), np.int32), caption_for([]).strip())
+
+
+def image_attrs(dataset, image_id: str, class_ids, names, result: ImageGradcam, params: dict, model) -> dict:
+    h, w = dataset.image_size(image_id)
+    return {
+        "class_ids": [int(i) for i in class_ids],
+        "class_names": list(names),
+        "caption": result.caption,
+        "orig_size": [int(h), int(w)],
+        "image_size": int(params["image_size"]),
+        "layer": int(params["layer"]),
+        "head": int(params["head"]),
+        "model": str(params["model"]),
+        "model_revision": getattr(model, "pnp_revision", None),
+        "params": dict(params),
+    }
+
+
+def compute_batch(dataset, ids: list[str], labels: dict, params: dict, model, tokenizer) -> dict[str, ImageGradcam]:
+    """GradCAM + Salience Drop for the images ``ids`` as one model batch (images without classes apart)."""
+    size = int(params["image_size"])
+    grid = size // model.config.vision_config.patch_size
+    released_ade = uses_released_ade_input(getattr(dataset, "unnormalised_input", False), params)
+    results: dict[str, ImageGradcam] = {}
+    model_ids, pixels, names = [], [], []
+    for image_id in ids:
+        _, class_names = image_labels(labels, image_id)
+        if not class_names:
+            results[image_id] = empty_result(params, grid)
+            continue
+        model_ids.append(image_id)
+        names.append(class_names)
+        pixels.append(preprocess_image(open_rgb(dataset.image_path(image_id)), size, released_ade))
+    if model_ids:
+        out = gradcam_batch(model, tokenizer, torch.stack(pixels), names, params)
+        results.update(zip(model_ids, out))
+    return results
+
+
+def publish_store(work_store: Path, out_dir: Path) -> Path:
+    """Move the finished store into ``out_dir/maps.zarr`` with one rename (copy + rename across devices)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / STORE_NAME
+    if target.exists():
+        shutil.rmtree(target)
+    try:
+        os.replace(work_store, target)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        tmp = out_dir / f".{STORE_NAME}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(work_store, tmp)
+        os.replace(tmp, target)
+        shutil.rmtree(work_store)
+    return target
+
+
+def run_gradcam_shard(
+    dataset,
+    image_ids: list[str],
+    labels: dict,
+    params: dict,
+    out_dir: Path,
+    work_dir: Path,
+    device: str = "auto",
+    log: logging.Logger | None = None,
+    progress: bool = True,
+) -> None:
+    """Compute and store the GradCAM maps of one shard (see the module docstring).
+
+    ``labels[image_id] = {"selected": [class ids], "names": [text names]}``; ``params`` =
+    :func:`pnp_ovss.config.gradcam_params`. Logs ``computed <id>`` for every image that went through the
+    model and ``stored <id>`` for every image written.
+    """
+    log = log or logging.getLogger(__name__)
+    out_dir, work_dir = Path(out_dir), Path(work_dir)
+    image_ids = list(image_ids)
+    if len(set(image_ids)) != len(image_ids):
+        raise ValueError("duplicate image ids in the shard")
+    published = out_dir / STORE_NAME
+    if published.exists() and set(image_ids) <= completed_ids(published):
+        log.info("%s is already complete", published)
+        return
+    work_dir.mkdir(parents=True, exist_ok=True)
+    work_store = work_dir / STORE_NAME
+    group = open_store(work_store, create=True)
+    done = completed_ids(work_store) & set(image_ids)
+    if done:
+        log.info("resuming: %d of %d images already complete", len(done), len(image_ids))
+    batch_dependent = not bool(params.get("exclude_sep_rows", False))
+    model = tokenizer = None
+    bar = tqdm(total=len(image_ids), initial=len(done), desc="gradcam", unit="img", disable=not progress)
+    try:
+        for batch in batches_of(image_ids, int(params["batch_size"])):
+            todo = images_to_compute(batch, done, batch_dependent)
+            if not todo:
+                continue
+            if model is None:
+                model, tokenizer = cached_model(str(params["model"]), int(params["image_size"]), device)
+            results = compute_batch(dataset, todo, labels, params, model, tokenizer)
+            for image_id in todo:
+                log.info("computed %s", image_id)
+            written = []
+            for image_id in batch:
+                if image_id in done:
+                    continue
+                class_ids, names = image_labels(labels, image_id)
+                res = results[image_id]
+                attrs = image_attrs(dataset, image_id, class_ids, names, res, params, model)
+                write_image_maps(group, ImageMaps(image_id, res.maps, res.dropped, attrs), complete=False)
+                written.append(image_id)
+            # the batch's images are marked complete together, after all of them are written: a job killed
+            # while writing leaves the whole batch unfinished rather than half of it
+            for image_id in written:
+                mark_complete(group, image_id)
+                done.add(image_id)
+                log.info("stored %s", image_id)
+                bar.update(1)
+    finally:
+        bar.close()
+    missing = [i for i in image_ids if i not in completed_ids(work_store)]
+    if missing:
+        raise RuntimeError(f"gradcam shard incomplete after the run: {missing[:5]}")
+    target = publish_store(work_store, out_dir)
+    log.info("gradcam shard complete: %d images -> %s", len(image_ids), target)

@@ -1,0 +1,265 @@
+"""The GradCAM shard stage (issue #3): Zarr store contents, atomic publication into the directory output,
+resume after a crash (faithful: a partly finished batch is recomputed whole, its complete images are not
+rewritten) and after a real SIGKILL of a running job."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from _tiny_blip import CLASS_LISTS, FakeDataset, tiny, tiny_dir, write_images  # noqa: F401  (fixtures)
+from pnp_ovss import gradcam_stage
+from pnp_ovss.config import short_hash
+from pnp_ovss.store import completed_ids, open_store, read_image_maps
+
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+
+
+def stage_params(model_dir, **over) -> dict:
+    p = {
+        "stage": "gradcam",
+        "upstream": "0123456789",
+        "model": str(model_dir),
+        "image_size": 160,
+        "layer": 8,
+        "head": 9,
+        "drop_iter": 2,
+        "drop_patches": 5,
+        "batch_size": 2,
+        "autocast": "none",
+        "normalize_ade": False,
+        "exclude_sep_rows": False,
+        "mean_last_class": False,
+    }
+    p.update(over)
+    return p
+
+
+def make_shard(root: Path, n: int, empty: tuple[int, ...] = ()):
+    ids = [f"img_{i:03d}" for i in range(n)]
+    write_images(root / "images", ids)
+    labels = {}
+    for i, image_id in enumerate(ids):
+        names = [] if i in empty else CLASS_LISTS[i % len(CLASS_LISTS)]
+        labels[image_id] = {"selected": list(range(1, len(names) + 1)), "names": names}
+    return FakeDataset(root / "images", ids), ids, labels
+
+
+class ListHandler(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def run_logged(*args, **kw):
+    log = logging.getLogger(f"test.gradcam.{time.monotonic_ns()}")
+    log.setLevel(logging.INFO)
+    h = ListHandler()
+    log.addHandler(h)
+    log.propagate = False
+    gradcam_stage.run_gradcam_shard(*args, log=log, progress=False, **kw)
+    return h.messages
+
+
+def ids_logged(messages, verb):
+    return [m.split(" ", 1)[1] for m in messages if m.startswith(verb + " ")]
+
+
+def test_shard_store_contents_and_publication(tmp_path, tiny_dir):
+    ds, ids, labels = make_shard(tmp_path, 5, empty=(3,))
+    params = stage_params(tiny_dir, exclude_sep_rows=True, mean_last_class=True)
+    out, work = tmp_path / "out" / "shard-0000", tmp_path / "work" / "shard-0000"
+    out.mkdir(parents=True)  # Snakemake may or may not have created the directory output
+    msgs = run_logged(ds, ids, labels, params, out, work, device="cpu")
+    store = out / "maps.zarr"
+    assert store.is_dir() and not (work / "maps.zarr").exists()
+    assert completed_ids(store) == set(ids)
+    assert sorted(ids_logged(msgs, "stored")) == sorted(ids)
+    for i, image_id in enumerate(ids):
+        item = read_image_maps(store, image_id)
+        k = len(labels[image_id]["names"])
+        assert item.maps.shape == (k, 2, 10, 10) and item.maps.dtype == np.float32
+        h, w = ds.image_size(image_id)
+        a = item.attrs
+        assert a["class_ids"] == labels[image_id]["selected"]
+        assert a["class_names"] == labels[image_id]["names"]
+        assert a["orig_size"] == [h, w]
+        assert (a["image_size"], a["layer"], a["head"]) == (160, 8, 9)
+        assert a["model"] == str(tiny_dir) and "model_revision" in a
+        assert short_hash(a["params"]) == short_hash(params)
+        assert a["complete"] is True
+        if k:
+            assert item.dropped.shape == (2, 5) and item.dropped.dtype == np.int32
+            assert a["caption"] == "A picture of " + " ".join(labels[image_id]["names"])
+            assert item.maps[:, 0].any()
+        else:  # no confident class: stored with K = 0 and no drop iterations
+            assert item.dropped.shape == (0, 5)
+    # a rerun on a published shard does nothing
+    again = run_logged(ds, ids, labels, params, out, work, device="cpu")
+    assert not ids_logged(again, "computed")
+
+
+def test_stage_results_equal_gradcam_batch_in_the_given_batches(tmp_path, tiny, tiny_dir):
+    from pnp_ovss.gradcam import gradcam_batch, preprocess_image
+    from pnp_ovss.io import open_rgb
+    import torch
+
+    ds, ids, labels = make_shard(tmp_path, 3)
+    params = stage_params(tiny_dir, batch_size=3)
+    run_logged(ds, ids, labels, params, tmp_path / "out", tmp_path / "work", device="cpu")
+    model, tok = tiny
+    x = torch.stack([preprocess_image(open_rgb(ds.image_path(i)), 160) for i in ids])
+    want = gradcam_batch(model, tok, x, [labels[i]["names"] for i in ids], params)
+    for image_id, w in zip(ids, want):
+        got = read_image_maps(tmp_path / "out" / "maps.zarr", image_id)
+        np.testing.assert_allclose(got.maps, w.maps, rtol=1e-5, atol=1e-12)
+        np.testing.assert_array_equal(got.dropped, w.dropped)
+
+
+def test_released_ade_input_follows_the_dataset_and_the_fix(tmp_path, tiny_dir, monkeypatch):
+    seen = []
+    real = gradcam_stage.preprocess_image
+
+    def spy(image, size, released_ade=False):
+        seen.append(released_ade)
+        return real(image, size, released_ade)
+
+    monkeypatch.setattr(gradcam_stage, "preprocess_image", spy)
+    ds, ids, labels = make_shard(tmp_path, 1)
+    ds.unnormalised_input = True
+    run_logged(ds, ids, labels, stage_params(tiny_dir), tmp_path / "o1", tmp_path / "w1", device="cpu")
+    run_logged(ds, ids, labels, stage_params(tiny_dir, normalize_ade=True), tmp_path / "o2", tmp_path / "w2", device="cpu")
+    assert seen == [True, False]
+
+
+def test_faithful_resume_recomputes_a_partial_batch_without_rewriting_its_complete_images(tmp_path, tiny_dir, monkeypatch):
+    ds, ids, labels = make_shard(tmp_path, 6)
+    params = stage_params(tiny_dir)  # faithful, batches of 2
+    run_logged(ds, ids, labels, params, tmp_path / "ref_out", tmp_path / "ref_work", device="cpu")
+
+    real_mark = gradcam_stage.mark_complete
+
+    def crash_on_img_003(group, image_id):
+        if image_id == "img_003":
+            raise KeyboardInterrupt("simulated crash")
+        real_mark(group, image_id)
+
+    out, work = tmp_path / "out", tmp_path / "work"
+    monkeypatch.setattr(gradcam_stage, "mark_complete", crash_on_img_003)
+    with pytest.raises(KeyboardInterrupt):
+        run_logged(ds, ids, labels, params, out, work, device="cpu")
+    monkeypatch.setattr(gradcam_stage, "mark_complete", real_mark)
+    assert completed_ids(work / "maps.zarr") == {"img_000", "img_001", "img_002"}
+    assert not (out / "maps.zarr").exists()
+
+    msgs = run_logged(ds, ids, labels, params, out, work, device="cpu")
+    # batch 1 skipped; batch 2 (img_002 complete, img_003 not) recomputed whole, only img_003 rewritten
+    assert ids_logged(msgs, "computed") == ["img_002", "img_003", "img_004", "img_005"]
+    assert ids_logged(msgs, "stored") == ["img_003", "img_004", "img_005"]
+    for image_id in ids:
+        got = read_image_maps(out / "maps.zarr", image_id)
+        want = read_image_maps(tmp_path / "ref_out" / "maps.zarr", image_id)
+        np.testing.assert_allclose(got.maps, want.maps, rtol=1e-5, atol=1e-12)
+        np.testing.assert_array_equal(got.dropped, want.dropped)
+
+
+def test_clean_resume_computes_only_unfinished_images(tmp_path, tiny_dir, monkeypatch):
+    ds, ids, labels = make_shard(tmp_path, 4)
+    params = stage_params(tiny_dir, exclude_sep_rows=True, mean_last_class=True)
+    real_mark = gradcam_stage.mark_complete
+
+    def crash(group, image_id):
+        if image_id == "img_003":
+            raise KeyboardInterrupt("simulated crash")
+        real_mark(group, image_id)
+
+    monkeypatch.setattr(gradcam_stage, "mark_complete", crash)
+    with pytest.raises(KeyboardInterrupt):
+        run_logged(ds, ids, labels, params, tmp_path / "out", tmp_path / "work", device="cpu")
+    monkeypatch.setattr(gradcam_stage, "mark_complete", real_mark)
+    msgs = run_logged(ds, ids, labels, params, tmp_path / "out", tmp_path / "work", device="cpu")
+    assert ids_logged(msgs, "computed") == ["img_003"]
+    assert completed_ids(tmp_path / "out" / "maps.zarr") == set(ids)
+
+
+KILL_SCRIPT = textwrap.dedent(
+    """
+    import json, logging, sys, time
+    sys.path.insert(0, {tests!r})
+    from _tiny_blip import FakeDataset
+    from pnp_ovss.gradcam_stage import run_gradcam_shard
+
+    cfg = json.load(open(sys.argv[1]))
+
+    class SlowDataset(FakeDataset):
+        def image_path(self, image_id):
+            time.sleep(cfg["delay"])
+            return super().image_path(image_id)
+
+    log = logging.getLogger("shard")
+    log.setLevel(logging.INFO)
+    log.addHandler(logging.FileHandler(cfg["log"]))
+    ds = SlowDataset(cfg["images"], cfg["ids"])
+    run_gradcam_shard(ds, cfg["ids"], cfg["labels"], cfg["params"], cfg["out"], cfg["work"], "cpu", log, progress=False)
+    """
+)
+
+
+@pytest.mark.parametrize("mode", ["faithful", "clean"])
+def test_killed_job_resumes_without_recomputing_complete_images(tmp_path, tiny_dir, mode):
+    ds, ids, labels = make_shard(tmp_path, 8)
+    clean = mode == "clean"
+    params = stage_params(tiny_dir, exclude_sep_rows=clean, mean_last_class=clean)
+    out, work = tmp_path / "out", tmp_path / "work"
+    script = tmp_path / "job.py"
+    script.write_text(KILL_SCRIPT.format(tests=str(TESTS)))
+    log1 = tmp_path / "run1.log"
+    cfg = {
+        "images": str(tmp_path / "images"), "ids": ids, "labels": labels, "params": params,
+        "out": str(out), "work": str(work), "log": str(log1), "delay": 0.3,
+    }
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), HF_HUB_OFFLINE="1")
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "cfg.json")], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    try:
+        while True:
+            text = log1.read_text() if log1.exists() else ""
+            # two whole batches stored: the kill lands while batch 3 is computed
+            if len(ids_logged(text.splitlines(), "stored")) >= 4:
+                break
+            if proc.poll() is not None:
+                pytest.fail(f"the job ended before it could be killed: {proc.stderr.read().decode()[-2000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail("the job stored nothing within 120 s")
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    stored1 = ids_logged(log1.read_text().splitlines(), "stored")
+    complete1 = completed_ids(work / "maps.zarr")
+    assert set(stored1) == complete1 and 4 <= len(complete1) < len(ids)
+    assert not (out / "maps.zarr").exists()
+
+    msgs = run_logged(ds, ids, labels, params, out, work, device="cpu")
+    stored2, computed2 = ids_logged(msgs, "stored"), ids_logged(msgs, "computed")
+    assert completed_ids(out / "maps.zarr") == set(ids)
+    assert sorted(stored1 + stored2) == sorted(ids)  # every image stored exactly once
+    assert not set(computed2) & complete1  # no complete image computed again
+    assert computed2 == [i for i in ids if i not in complete1]
