@@ -70,19 +70,15 @@ def make_plan(raw_config: dict) -> Plan:
 
 
 def stage_logger(log_path: str | None, name: str) -> logging.Logger:
-    """A logger writing to the rule's log file (and stderr)."""
-    logger = logging.getLogger(f"pnp_ovss.{name}")
-    logger.setLevel(logging.INFO)
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+    """A logger whose records (and those of every pnp_ovss module) go to the rule's log file."""
+    pkg = logging.getLogger("pnp_ovss")
+    pkg.setLevel(logging.INFO)
     if log_path:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         fh = logging.FileHandler(log_path)
-        fh.setFormatter(fmt)
-        logger.addHandler(fh)
-        pkg = logging.getLogger("pnp_ovss")
-        pkg.setLevel(logging.INFO)
-        pkg.addHandler(fh)
-    return logger
+        fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        pkg.addHandler(fh)  # the stage's logger and every package module's propagate here
+    return logging.getLogger(f"pnp_ovss.{name}")
 
 
 def write_params_yaml(folder: str | Path, params: dict) -> None:
