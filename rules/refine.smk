@@ -1,4 +1,5 @@
 # Refine: threshold, upsample, background channel, blur, DenseCRF -> palette PNG label maps (CPU).
+# Maps are written to a work folder beside the output (kept if the job dies) and renamed into place.
 
 
 rule refine:
@@ -13,6 +14,7 @@ rule refine:
     params:
         stage=lambda wc: stage_params(wc.rh),
         ids=shard_ids,
+        work=lambda wc: f"{OUT}/masks/{wc.rh}/work/{wc.shard}",
     threads: 1
     resources:
         mem_mb=4000,

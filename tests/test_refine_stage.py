@@ -113,3 +113,27 @@ def test_incomplete_params_are_rejected_before_any_work(shard):
 def test_skipped_csv_quotes_reasons_with_commas():
     text = skipped_csv_text([{"image_id": "a", "stage": "refine", "reason": "bad, very bad"}])
     assert text == 'image_id,stage,reason\na,refine,"bad, very bad"\n'
+
+
+def test_work_folder_resumes_and_is_renamed_into_place(shard):
+    """A killed refine job leaves its finished maps in the work folder; the rerun keeps them (not
+    recomputed) and publishes the folder into the (Snakemake-deleted) output with one rename."""
+    dataset, store, root = shard
+    work = root / "work" / "shard-0000"
+    out = root / "masks" / "shard-0000"
+    work.mkdir(parents=True)
+    sentinel = np.full((H, W), 7, np.uint8)  # a map "finished by the earlier run": must be kept as is
+    Image.fromarray(sentinel, mode="P").save(work / "good.png")
+    run_refine_shard(dataset, store, ["good"], dict(RELEASED_PARAMS), out, work_dir=work)
+    assert not work.exists()
+    assert np.array_equal(np.asarray(Image.open(out / "good.png")), sentinel)
+    assert (out / "skipped.csv").is_file()
+
+
+def test_publishing_refuses_a_non_empty_output(shard):
+    dataset, store, root = shard
+    out = root / "masks" / "shard-0000"
+    out.mkdir(parents=True)
+    (out / "stale.png").write_bytes(b"x")
+    with pytest.raises(FileExistsError, match="not empty"):
+        run_refine_shard(dataset, store, ["good"], dict(RELEASED_PARAMS), out, work_dir=root / "work")

@@ -19,6 +19,7 @@ from typing import Iterable
 from tqdm import tqdm
 
 from .errors import DatasetError, PnpOvssError
+from .faults import after_image
 from .io import atomic_write_text, read_rgb, write_label_png
 from .refine import check_refine_params, refine_image
 from .store import completed_ids, open_store, read_image_maps
@@ -87,6 +88,16 @@ def _detach_log(attached) -> None:
     handler.close()
 
 
+def publish_folder(work_dir: Path, out_dir: Path) -> None:
+    """Move the finished work folder to ``out_dir`` with one rename (an empty ``out_dir`` is replaced)."""
+    if out_dir.exists():
+        if any(out_dir.iterdir()):
+            raise FileExistsError(f"{out_dir}: output folder exists and is not empty")
+        out_dir.rmdir()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(work_dir, out_dir)
+
+
 def run_refine_shard(
     dataset,
     store_path: str | os.PathLike,
@@ -96,8 +107,13 @@ def run_refine_shard(
     log: str | os.PathLike | logging.Logger | None = None,
     on_error: str = "fail",
     threads: int | None = None,
+    work_dir: str | os.PathLike | None = None,
 ) -> list[dict]:
     """Refine every image of a shard; write ``<out_dir>/<image_id>.png`` and ``<out_dir>/skipped.csv``.
+
+    ``work_dir``: when given, the label maps are written there first (each atomically), images whose map
+    is already there are not refined again, and the finished folder is moved into ``out_dir`` with one
+    rename — so a killed job (whose declared output Snakemake deletes) resumes where it stopped.
 
     ``log``: a log file path (appended to), a logger, or None (this module's logger only).
     ``on_error``: "fail" raises at the first failing image (naming it); "skip" records it and goes on.
@@ -114,7 +130,8 @@ def run_refine_shard(
         torch.set_num_threads(max(1, int(threads)))
     logger = log if isinstance(log, logging.Logger) else _log
     attached = _attach_log(log)
-    out_dir = Path(out_dir)
+    final_dir = Path(out_dir)
+    out_dir = Path(work_dir) if work_dir is not None else final_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     skipped: list[dict] = []
     try:
@@ -130,11 +147,14 @@ def run_refine_shard(
                 skipped.append({"image_id": image_id, "stage": "gradcam", "reason": reason})
                 logger.warning("skipped %s: %s", image_id, reason)
                 continue
+            if work_dir is not None and (out_dir / f"{image_id}.png").is_file():
+                continue  # finished by an earlier, interrupted run
             try:
                 tic = time.perf_counter()
                 labels = refine_one(dataset, group, image_id, params)
                 write_label_png(out_dir / f"{image_id}.png", labels, dataset.palette)
                 written += 1
+                after_image("refine", written)
                 logger.debug("%s: %.2f s", image_id, time.perf_counter() - tic)
             except (PnpOvssError, ValueError, KeyError, OSError) as exc:
                 if on_error != "skip":
@@ -148,6 +168,8 @@ def run_refine_shard(
         logger.info("refined %d images in %.1f s (%.2f s/image), %d skipped", written, elapsed,
                     elapsed / max(written, 1), len(skipped))
         atomic_write_text(out_dir / "skipped.csv", skipped_csv_text(skipped))
+        if work_dir is not None:
+            publish_folder(out_dir, final_dir)
     finally:
         _detach_log(attached)
     return skipped

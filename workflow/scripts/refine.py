@@ -18,4 +18,5 @@ run_refine_shard(
     log,
     on_error=sm.config["on_error"],
     threads=sm.threads,
+    work_dir=Path(sm.params.work),
 )

@@ -1,0 +1,31 @@
+"""Fault injection for the resumability tests.
+
+``PNP_OVSS_FAULT="<stage>:<n>:<action>"`` makes the stage ``stage`` (gradcam or refine) act after its
+``n``-th finished image in this process: ``kill`` sends itself SIGKILL (a job killed mid-shard), ``sleep``
+blocks for an hour (so a test can kill Snakemake itself at a known point). Unset, it does nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+
+def after_image(stage: str, finished: int) -> None:
+    spec = os.environ.get("PNP_OVSS_FAULT")
+    if not spec:
+        return
+    try:
+        target, n, action = spec.split(":")
+        n = int(n)
+    except ValueError:
+        raise ValueError(f"PNP_OVSS_FAULT={spec!r}: expected <stage>:<n>:<kill|sleep>") from None
+    if target != stage or finished != n:
+        return
+    if action == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif action == "sleep":
+        time.sleep(3600)
+    else:
+        raise ValueError(f"PNP_OVSS_FAULT={spec!r}: unknown action {action!r}")
