@@ -327,6 +327,18 @@ def test_zero_patch_pixels_blocks():
     assert x.sum() == 2 * 3 * 48 * 48  # input untouched
 
 
+def test_autocast_is_opt_in_and_gpu_only(caplog):
+    from pnp_ovss.gradcam import _warn_once, autocast_context
+
+    _warn_once.cache_clear()
+    with autocast_context(torch.device("cpu"), "none"):
+        assert not torch.is_autocast_enabled("cpu")
+    with caplog.at_level("WARNING", logger="pnp_ovss.gradcam"):
+        with autocast_context(torch.device("cpu"), "bf16"):
+            assert not torch.is_autocast_enabled("cpu")
+    assert "ignored, running fp32" in caplog.text
+
+
 def test_layer_and_head_are_checked(tiny):
     model, tok = tiny
     with pytest.raises(ValueError, match="layer 13"):

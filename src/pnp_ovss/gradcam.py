@@ -18,6 +18,7 @@ The aggregation ``2·G'_0 + G'_1 + ...`` is not done here: the store keeps every
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Callable
@@ -144,12 +145,17 @@ def gradcam_map(attn: torch.Tensor, grad: torch.Tensor, text_mask: torch.Tensor,
     return g.reshape(*g.shape[:-1], grid, grid)
 
 
+@functools.lru_cache(maxsize=None)
+def _warn_once(message: str) -> None:
+    log.warning(message)
+
+
 def autocast_context(device: torch.device, autocast: str | None):
     """bf16/fp16 autocast on CUDA when asked; ``none`` (or CPU) runs in fp32."""
     if not autocast or autocast == "none":
         return contextlib.nullcontext()
     if device.type != "cuda":
-        log.warning("autocast %s requested on %s: ignored, running fp32", autocast, device)
+        _warn_once(f"autocast {autocast} requested on {device}: ignored, running fp32")
         return contextlib.nullcontext()
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[autocast]
     return torch.autocast(device_type="cuda", dtype=dtype)
