@@ -11,7 +11,7 @@ from PIL import Image
 
 from _refine_fakes import FakeDataset, quadrant_image, quadrant_maps, write_fixture
 from pnp_ovss.errors import DatasetError
-from pnp_ovss.io import default_palette
+from pnp_ovss.io import default_palette, write_label_png
 from pnp_ovss.refine import RELEASED_PARAMS, refine_image
 from pnp_ovss.refine_stage import run_refine_shard, skipped_csv_text
 
@@ -123,7 +123,7 @@ def test_work_folder_resumes_and_is_renamed_into_place(shard):
     out = root / "masks" / "shard-0000"
     work.mkdir(parents=True)
     sentinel = np.full((H, W), 7, np.uint8)  # a map "finished by the earlier run": must be kept as is
-    Image.fromarray(sentinel, mode="P").save(work / "good.png")
+    write_label_png(work / "good.png", sentinel)
     run_refine_shard(dataset, store, ["good"], dict(RELEASED_PARAMS), out, work_dir=work)
     assert not work.exists()
     assert np.array_equal(np.asarray(Image.open(out / "good.png")), sentinel)
