@@ -174,7 +174,7 @@ def main(argv=None) -> int:
     print(f"GradCAM + Salience Drop, {args.images} images, batch {bs}, {args.image_size} px, "
           f"{args.drop_iter} drop iterations, 3 classes per image, layer 8 head 9")
     print(f"RSS before both paths (weights, inputs): {baseline / 1024**3:.2f} GiB")
-    header = f"| path      | s / image | peak RSS (GiB) | peak - before (GiB) |"
+    header = "| path      | s / image | peak RSS (GiB) | peak - before (GiB) |"
     if device.type == "cuda":
         header += " peak CUDA alloc (GiB) |"
     print(header)

@@ -20,7 +20,7 @@ import pytest
 from _tiny_blip import CLASS_LISTS, FakeDataset, tiny, tiny_dir, write_images  # noqa: F401  (fixtures)
 from pnp_ovss import gradcam_stage
 from pnp_ovss.config import short_hash
-from pnp_ovss.store import completed_ids, open_store, read_image_maps
+from pnp_ovss.store import completed_ids, read_image_maps
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent

@@ -23,7 +23,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .errors import LabelError
+from .errors import DatasetError, LabelError
+from .faults import after_image
+from .io import atomic_write_text, skipped_csv_text
 from .gradcam import ImageGradcam, gradcam_batch, preprocess_image, uses_released_ade_input
 from .io import open_rgb
 from .model import load_blip
@@ -89,8 +91,13 @@ def image_attrs(dataset, image_id: str, class_ids, names, result: ImageGradcam, 
     }
 
 
-def compute_batch(dataset, ids: list[str], labels: dict, params: dict, model, tokenizer) -> dict[str, ImageGradcam]:
-    """GradCAM + Salience Drop for the images ``ids`` as one model batch (images without classes apart)."""
+def compute_batch(
+    dataset, ids: list[str], labels: dict, params: dict, model, tokenizer, skipped: dict[str, str] | None = None
+) -> dict[str, ImageGradcam]:
+    """GradCAM + Salience Drop for the images ``ids`` as one model batch (images without classes apart).
+
+    With ``skipped`` (a dict), an unreadable image is recorded there (id -> reason) and left out of the
+    batch instead of stopping the shard (``on_error: skip``)."""
     size = int(params["image_size"])
     grid = size // model.config.vision_config.patch_size
     released_ade = uses_released_ade_input(getattr(dataset, "unnormalised_input", False), params)
@@ -101,9 +108,16 @@ def compute_batch(dataset, ids: list[str], labels: dict, params: dict, model, to
         if not class_names:
             results[image_id] = empty_result(params, grid)
             continue
+        try:
+            image = open_rgb(dataset.image_path(image_id))
+        except DatasetError as exc:
+            if skipped is None:
+                raise
+            skipped[image_id] = str(exc)
+            continue
         model_ids.append(image_id)
         names.append(class_names)
-        pixels.append(preprocess_image(open_rgb(dataset.image_path(image_id)), size, released_ade))
+        pixels.append(preprocess_image(image, size, released_ade))
     if model_ids:
         out = gradcam_batch(model, tokenizer, torch.stack(pixels), names, params)
         results.update(zip(model_ids, out))
@@ -139,6 +153,7 @@ def run_gradcam_shard(
     device: str = "auto",
     log: logging.Logger | None = None,
     progress: bool = True,
+    on_error: str = "fail",
 ) -> None:
     """Compute and store the GradCAM maps of one shard (see the module docstring).
 
@@ -162,6 +177,7 @@ def run_gradcam_shard(
     if done:
         log.info("resuming: %d of %d images already complete", len(done), len(image_ids))
     batch_dependent = not bool(params.get("exclude_sep_rows", False))
+    skipped: dict[str, str] | None = {} if on_error == "skip" else None
     model = tokenizer = None
     bar = tqdm(total=len(image_ids), initial=len(done), desc="gradcam", unit="img", disable=not progress)
     try:
@@ -171,12 +187,15 @@ def run_gradcam_shard(
                 continue
             if model is None:
                 model, tokenizer = cached_model(str(params["model"]), int(params["image_size"]), device)
-            results = compute_batch(dataset, todo, labels, params, model, tokenizer)
+            results = compute_batch(dataset, todo, labels, params, model, tokenizer, skipped)
             for image_id in todo:
-                log.info("computed %s", image_id)
+                if image_id in results:
+                    log.info("computed %s", image_id)
+                else:
+                    log.warning("skipped %s: %s", image_id, skipped[image_id])
             written = []
             for image_id in batch:
-                if image_id in done:
+                if image_id in done or image_id not in results:
                     continue
                 class_ids, names = image_labels(labels, image_id)
                 res = results[image_id]
@@ -190,10 +209,15 @@ def run_gradcam_shard(
                 done.add(image_id)
                 log.info("stored %s", image_id)
                 bar.update(1)
+            after_image("gradcam", len(done))
     finally:
         bar.close()
-    missing = [i for i in image_ids if i not in completed_ids(work_store)]
+    skipped = skipped or {}
+    rows = [{"image_id": i, "stage": "gradcam", "reason": r} for i, r in skipped.items()]
+    atomic_write_text(work_dir / "skipped.csv", skipped_csv_text(rows))
+    missing = [i for i in image_ids if i not in completed_ids(work_store) and i not in skipped]
     if missing:
         raise RuntimeError(f"gradcam shard incomplete after the run: {missing[:5]}")
     target = publish_store(work_store, out_dir)
+    os.replace(work_dir / "skipped.csv", out_dir / "skipped.csv")
     log.info("gradcam shard complete: %d images -> %s", len(image_ids), target)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import csv
+import io as _stdio
 import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -127,3 +130,16 @@ def write_label_png(path: str | os.PathLike, labels: np.ndarray, palette: np.nda
     buf = _io.BytesIO()
     im.save(buf, format="PNG")
     atomic_write_bytes(path, buf.getvalue())
+
+
+SKIPPED_COLUMNS = ("image_id", "stage", "reason")
+
+
+def skipped_csv_text(rows: Iterable[dict]) -> str:
+    """CSV text with the header ``image_id,stage,reason`` and one row per skipped image."""
+    buf = _stdio.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=SKIPPED_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: row[k] for k in SKIPPED_COLUMNS})
+    return buf.getvalue()

@@ -7,37 +7,25 @@ maps in the store (skipped upstream) and, with ``on_error="skip"``, images that 
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Iterable
 
 from tqdm import tqdm
 
 from .errors import DatasetError, PnpOvssError
 from .faults import after_image
-from .io import atomic_write_text, read_rgb, write_label_png
+from .io import skipped_csv_text, atomic_write_text, read_rgb, write_label_png
 from .refine import check_refine_params, refine_image
 from .store import completed_ids, open_store, read_image_maps
 
 _log = logging.getLogger(__name__)
 _LOGGERS = (__name__, "pnp_ovss.refine")
 
-SKIPPED_COLUMNS = ("image_id", "stage", "reason")
 
 
-def skipped_csv_text(rows: Iterable[dict]) -> str:
-    """CSV text with the header ``image_id,stage,reason`` and one row per skipped image."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=SKIPPED_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: row[k] for k in SKIPPED_COLUMNS})
-    return buf.getvalue()
 
 
 def check_image_matches_maps(image_path: Path, image_shape: tuple, orig_size: tuple[int, int]) -> None:

@@ -12,5 +12,13 @@ out = Path(sm.output[0])
 write_params_yaml(out.parent, sm.params.stage)
 labels = read_labels_shard(sm.input.labels)["images"]
 run_gradcam_shard(
-    get_dataset(sm.config), list(sm.params.ids), labels, sm.params.stage, out, Path(sm.params.work), sm.params.device, log
+    get_dataset(sm.config),
+    list(sm.params.ids),
+    labels,
+    sm.params.stage,
+    out,
+    Path(sm.params.work),
+    sm.params.device,
+    log,
+    on_error=sm.config["on_error"],
 )
