@@ -70,9 +70,21 @@ def profile_resources(rule: str) -> dict:
     return res
 
 
+def largest_request() -> tuple[int, int]:
+    """(cores, MB) of the largest job the profile can ask for: the test node is declared that big."""
+    prof = profile()
+    cores = max([prof.get("cores", 1), *prof.get("set-threads", {}).values()])
+    mems = [int(item.split("=", 1)[1]) for item in prof.get("default-resources", []) if item.startswith("mem_mb=")]
+    mems += [int(r["mem_mb"]) for r in prof.get("set-resources", {}).values() if "mem_mb" in r]
+    return cores, max(mems, default=1000)
+
+
 @pytest.fixture
 def cluster(tmp_path_factory):
-    c = SlurmCluster(tmp_path_factory.mktemp("slurm"), cpus=max(os.cpu_count() or 1, 8), memory_mb=32000)
+    cores, mem_mb = largest_request()
+    c = SlurmCluster(
+        tmp_path_factory.mktemp("slurm"), cpus=max(os.cpu_count() or 1, cores), memory_mb=max(mem_mb, 8000)
+    )
     c.start()
     try:
         yield c
@@ -190,6 +202,7 @@ def parse_env(text: str) -> dict[str, str]:
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
 
 
+@pytest.mark.slow
 def test_toy_workflow_through_slurm_profile(cluster, tmp_path):
     wd = tmp_path / "toy"
     wd.mkdir()
@@ -242,6 +255,8 @@ def _tiny_model_command() -> list[str] | None:
     return [str(exe), "tiny-model"] if "tiny-model" in help_text else None
 
 
+@pytest.mark.slow
+@pytest.mark.workflow
 def test_demo_workflow_through_slurm_profile(cluster, repo_copy, tmp_path):
     tiny = _tiny_model_command()
     if tiny is None:
@@ -252,7 +267,8 @@ def test_demo_workflow_through_slurm_profile(cluster, repo_copy, tmp_path):
     # reference: the same workflow run locally, to compare the CSVs with
     local = tmp_path / "local"
     shutil.copytree(repo_copy, local, symlinks=True)
-    config = ["--config", f"gradcam={{model: {model}, device: cpu}}"]
+    # two shards of three images: one job per shard and stage, the CPU stages side by side
+    config = ["--config", f"gradcam={{model: {model}, device: cpu, batch_size: 3}}", "shard_size=3"]
     ref = subprocess.run(
         [str(SNAKEMAKE), "--cores", "2", "--workflow-profile", "none", *config],
         cwd=local,
@@ -260,11 +276,9 @@ def test_demo_workflow_through_slurm_profile(cluster, repo_copy, tmp_path):
         text=True,
         timeout=900,
     )
-    if ref.returncode != 0:
-        pytest.skip(
-            "the demo workflow does not run locally yet, so it cannot run on SLURM either:\n"
-            + "\n".join((ref.stdout + ref.stderr).splitlines()[-40:])
-        )
+    assert ref.returncode == 0, "the demo workflow fails locally (reference run):\n" + "\n".join(
+        (ref.stdout + ref.stderr).splitlines()[-60:]
+    )
 
     out, wall, explain = run_snakemake(cluster, repo_copy, config, timeout=900)
 
@@ -280,10 +294,16 @@ def test_demo_workflow_through_slurm_profile(cluster, repo_copy, tmp_path):
         rel = path.relative_to(repo_copy)
         assert path.read_text() == (local / rel).read_text(), explain(f"{rel} differs from the local run")
 
+    figures = sorted(p.relative_to(repo_copy) for p in results.glob("*/report/*/*.png"))
+    assert figures, explain("no report figures")
+    assert figures == sorted(p.relative_to(local) for p in (local / "results").glob("*/report/*/*.png"))
+
     # every stage ran as SLURM jobs; gradcam on CPU (device: cpu) asked for no GPU
     by_rule = jobs_by_rule(cluster)
-    for rule in ("labels", "gradcam", "refine", "evaluate_shard", "evaluate", "miou_table"):
+    for rule in ("labels", "gradcam", "refine", "evaluate_shard", "evaluate", "miou_table", "report_figures"):
         assert rule in by_rule, explain(f"no SLURM job for {rule}: {sorted(by_rule)}")
+    for rule in ("labels", "gradcam", "refine", "evaluate_shard"):
+        assert len(by_rule[rule]) == 2, explain(f"{rule}: expected one job per shard, got {by_rule[rule]}")
     for job in by_rule["gradcam"]:
         assert_requests(job, "gradcam", gpu=False, explain=explain)
     for job in by_rule["refine"]:
