@@ -129,12 +129,11 @@ class SlurmCluster:
     def run(self, *args: str, timeout: float = 30, check: bool = True) -> subprocess.CompletedProcess:
         """Run a SLURM client command against this cluster."""
         proc = subprocess.run(
-            list(args), env=self.env, capture_output=True, text=True, timeout=timeout
+            list(args), check=False, env=self.env, capture_output=True, text=True, timeout=timeout
         )
         if check and proc.returncode != 0:
             raise ClusterError(
-                f"{' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}\n"
-                + self.logs()
+                f"{' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}\n" + self.logs()
             )
         return proc
 
@@ -179,6 +178,8 @@ ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
+# a job without --mem gets this per core instead of the whole node
+DefMemPerCPU=100
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
@@ -210,16 +211,15 @@ PartitionName={PARTITION} Nodes={NODE} Default=YES MaxTime=INFINITE State=UP
 
     # ---- lifecycle ----------------------------------------------------------------------------
     def _spawn(self, name: str, args: list[str]) -> None:
-        out = open(self.log_dir / f"{name}.stdout", "ab")
-        self.procs[name] = subprocess.Popen(
-            args,
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # a Ctrl-C to pytest does not hit the daemons first
-        )
-        out.close()
+        with open(self.log_dir / f"{name}.stdout", "ab") as out:
+            self.procs[name] = subprocess.Popen(
+                args,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # a Ctrl-C to pytest does not hit the daemons first
+            )
 
     def _check_alive(self) -> None:
         for name, proc in self.procs.items():
@@ -236,7 +236,7 @@ PartitionName={PARTITION} Nodes={NODE} Default=YES MaxTime=INFINITE State=UP
                 raise ClusterError(f"timed out after {timeout:.0f}s waiting for {what}\n" + self.logs())
             time.sleep(0.5)
 
-    def start(self) -> "SlurmCluster":
+    def start(self) -> SlurmCluster:
         self.write_files()
         try:
             self._spawn(
@@ -331,7 +331,7 @@ PartitionName={PARTITION} Nodes={NODE} Default=YES MaxTime=INFINITE State=UP
                 proc.wait(timeout=5)
         return sorted(set(killed))
 
-    def __enter__(self) -> "SlurmCluster":
+    def __enter__(self) -> SlurmCluster:
         return self.start()
 
     def __exit__(self, *exc) -> None:

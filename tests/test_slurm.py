@@ -26,7 +26,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from slurm_cluster import SlurmCluster, missing_programs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,11 +44,12 @@ pytestmark = [
     ),
 ]
 
+INIT_SECONDS = 2
 TEST_SITE_ARGS = [
     "--slurm-status-command",
     "squeue",
     "--slurm-init-seconds-before-status-checks",
-    "2",
+    str(INIT_SECONDS),
     "--slurm-keep-successful-logs",
 ]
 
@@ -74,7 +74,9 @@ def largest_request() -> tuple[int, int]:
     """(cores, MB) of the largest job the profile can ask for: the test node is declared that big."""
     prof = profile()
     cores = max([prof.get("cores", 1), *prof.get("set-threads", {}).values()])
-    mems = [int(item.split("=", 1)[1]) for item in prof.get("default-resources", []) if item.startswith("mem_mb=")]
+    mems = [
+        int(item.split("=", 1)[1]) for item in prof.get("default-resources", []) if item.startswith("mem_mb=")
+    ]
     mems += [int(r["mem_mb"]) for r in prof.get("set-resources", {}).values() if "mem_mb" in r]
     return cores, max(mems, default=1000)
 
@@ -85,6 +87,8 @@ def cluster(tmp_path_factory):
     c = SlurmCluster(
         tmp_path_factory.mktemp("slurm"), cpus=max(os.cpu_count() or 1, cores), memory_mb=max(mem_mb, 8000)
     )
+    # squeue forgets a finished job after MinJobAge: the plugin must look before that
+    assert c.min_job_age >= 3 * INIT_SECONDS
     c.start()
     try:
         yield c
@@ -161,11 +165,15 @@ def assert_requests(job: dict, rule: str, gpu: bool, explain) -> None:
     assert job["MinMemoryNode"] == f"{want['mem_mb']}M", explain(f"{rule} memory: {job}")
     assert job["CPUs/Task"] == str(want["threads"] or 1), explain(f"{rule} cores: {job}")
     minutes = int(want["runtime"])
-    assert job["TimeLimit"] == f"{minutes // 60:02d}:{minutes % 60:02d}:00", explain(f"{rule} walltime: {job}")
+    assert job["TimeLimit"] == f"{minutes // 60:02d}:{minutes % 60:02d}:00", explain(
+        f"{rule} walltime: {job}"
+    )
     if gpu:
         assert job.get("TresPerJob") == "gres:gpu:1", explain(f"{rule} should ask for one GPU: {job}")
     else:
-        assert "gpu" not in job.get("TresPerJob", "") + job.get("TRES", ""), explain(f"{rule} asked a GPU: {job}")
+        assert "gpu" not in job.get("TresPerJob", "") + job.get("TRES", ""), explain(
+            f"{rule} asked a GPU: {job}"
+        )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -209,7 +217,7 @@ def test_toy_workflow_through_slurm_profile(cluster, tmp_path):
     (wd / "Snakefile").write_text(TOY_SNAKEFILE)
     shutil.copytree(PROFILE, wd / "profiles" / "slurm")
 
-    out, wall, explain = run_snakemake(cluster, wd, [], timeout=300)
+    _, wall, explain = run_snakemake(cluster, wd, [], timeout=300)
 
     # both rules ran as SLURM jobs, each in its own allocation, through the jobstep's srun (a job step)
     gpu_env = parse_env((wd / "gradcam" / "env.txt").read_text())
@@ -251,7 +259,7 @@ def _tiny_model_command() -> list[str] | None:
     exe = Path(sys.executable).with_name("pnp-ovss")
     if not exe.exists():
         return None
-    help_text = subprocess.run([str(exe), "--help"], capture_output=True, text=True).stdout
+    help_text = subprocess.run([str(exe), "--help"], check=False, capture_output=True, text=True).stdout
     return [str(exe), "tiny-model"] if "tiny-model" in help_text else None
 
 
@@ -271,6 +279,7 @@ def test_demo_workflow_through_slurm_profile(cluster, repo_copy, tmp_path):
     config = ["--config", f"gradcam={{model: {model}, device: cpu, batch_size: 3}}", "shard_size=3"]
     ref = subprocess.run(
         [str(SNAKEMAKE), "--cores", "2", "--workflow-profile", "none", *config],
+        check=False,
         cwd=local,
         capture_output=True,
         text=True,
@@ -280,7 +289,7 @@ def test_demo_workflow_through_slurm_profile(cluster, repo_copy, tmp_path):
         (ref.stdout + ref.stderr).splitlines()[-60:]
     )
 
-    out, wall, explain = run_snakemake(cluster, repo_copy, config, timeout=900)
+    _, wall, explain = run_snakemake(cluster, repo_copy, config, timeout=900)
 
     results = repo_copy / "results"
     mious = sorted(results.glob("*/miou.csv"))
