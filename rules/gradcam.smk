@@ -17,7 +17,7 @@ rule gradcam:
         ids=shard_ids,
         work=lambda wc: f"{OUT}/gradcam/{wc.gh}/work/{wc.shard}",
         device=config["gradcam"]["device"],
-    threads: workflow.cores
+    threads: 256  # capped at --cores: a CPU gradcam job uses the whole machine
     resources:
         gpu=lambda wc: 0 if config["gradcam"]["device"] == "cpu" else 1,
         mem_mb=16000,

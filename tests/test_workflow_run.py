@@ -1,0 +1,254 @@
+"""Real snakemake runs of the whole workflow on tiny data with a tiny random BLIP: end to end, reruns of
+only what a parameter change affects, sweeps, the report, and kill/resume of jobs and of snakemake."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from pnp_ovss.datasets.folder import demo_root
+from pnp_ovss.store import completed_ids
+
+pytestmark = [pytest.mark.workflow, pytest.mark.slow]
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    from pnp_ovss.model import write_tiny_model
+
+    return write_tiny_model(tmp_path_factory.mktemp("tiny") / "blip")
+
+
+def smk(cwd, *args, env=None, check=True):
+    full_env = {**os.environ, **(env or {})}
+    if not env or "PNP_OVSS_FAULT" not in env:
+        full_env.pop("PNP_OVSS_FAULT", None)
+    proc = subprocess.run(SNAKEMAKE + list(args), cwd=cwd, capture_output=True, text=True, timeout=900, env=full_env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def planned(proc) -> dict[str, int]:
+    out = proc.stdout + proc.stderr
+    if "Job stats:" not in out:
+        return {}
+    block = out.split("Job stats:")[1]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", block, re.M) if m.group(1) != "total"}
+
+
+def model_config(model, **extra):
+    items = ", ".join([f"model: {model}", "device: cpu", *(f"{k}: {v}" for k, v in extra.items())])
+    return f"gradcam={{{items}}}"
+
+
+# --- the demo: end to end, reruns, report ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory, tiny_model):
+    from conftest import ROOT
+
+    wf = tmp_path_factory.mktemp("demo_wf")
+    for name in ("Snakefile", "rules", "workflow", "config", "envs", "profiles"):
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, wf / name)
+    (wf / "src").symlink_to(ROOT / "src")
+    smk(wf, "--cores", "2", "--config", model_config(tiny_model))
+    return wf
+
+
+def test_demo_end_to_end_writes_masks_tables_and_report_figures(demo_run):
+    out = demo_run / "results" / "demo"
+    table = pd.read_csv(out / "miou.csv")
+    assert len(table) == 1
+    row = table.iloc[0]
+    assert row["dataset"] == "demo" and row["n_images"] == 6 and row["n_skipped"] == 0
+    assert 0 <= row["mIoU"] <= 100 and row["labels.source"] == "ground_truth" and row["refine.threshold"] == 0.15
+    masks = list((out / "masks").glob("*/shard-0000/*.png"))
+    assert sorted(p.stem for p in masks) == sorted(p.stem for p in (demo_root() / "images").iterdir())
+    with Image.open(masks[0]) as im:
+        assert im.mode == "P" and im.size == (320, 240)
+    per_class = pd.read_csv(next(out.glob("eval/*/per_class_iou.csv")))
+    assert per_class["scored"].sum() == 6
+    report = next(out.glob("report/*"))
+    assert (report / "per_class_iou.png").is_file() and len(list((report / "overlays").glob("*.png"))) == 6
+    # every stage folder records its parameters
+    for stage in ("labels", "gradcam", "masks", "eval"):
+        assert len(list((out / stage).glob("*/params.yaml"))) == 1
+
+
+def test_rerun_with_nothing_changed_does_nothing(demo_run, tiny_model):
+    proc = smk(demo_run, "-n", "--cores", "2", "--config", model_config(tiny_model))
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_refine_change_reruns_only_refine_and_evaluate_and_changing_back_recomputes_nothing(demo_run, tiny_model):
+    changed = ("--config", model_config(tiny_model), "refine={threshold: 0.3}")
+    plan = planned(smk(demo_run, "-n", "--cores", "2", *changed))
+    assert plan.keys() <= {"refine", "evaluate_shard", "evaluate", "report_figures", "miou_table", "all"}
+    assert plan["refine"] == 1 and plan["evaluate"] == 1
+    smk(demo_run, "--cores", "2", *changed)
+    assert pd.read_csv(demo_run / "results" / "demo" / "miou.csv")["refine.threshold"].tolist() == [0.3]
+    # back to the default: every stage output exists already, only the one-line table is re-assembled
+    plan = planned(smk(demo_run, "-n", "--cores", "2", "--config", model_config(tiny_model)))
+    assert plan.keys() <= {"miou_table", "all"}
+    smk(demo_run, "--cores", "2", "--config", model_config(tiny_model))
+    assert pd.read_csv(demo_run / "results" / "demo" / "miou.csv")["refine.threshold"].tolist() == [0.15]
+
+
+def test_sweep_of_three_thresholds_gives_three_rows_from_one_gradcam(demo_run, tiny_model):
+    sweep = ("--config", model_config(tiny_model), "refine={threshold: [0.1, 0.15, 0.3]}")
+    plan = planned(smk(demo_run, "-n", "--cores", "2", *sweep))
+    assert "gradcam" not in plan and plan.get("refine") == 1  # 0.15 and 0.3 exist already
+    smk(demo_run, "--cores", "2", *sweep)
+    table = pd.read_csv(demo_run / "results" / "demo" / "miou.csv")
+    assert sorted(table["refine.threshold"]) == [0.1, 0.15, 0.3]
+    assert table["gradcam.hash"].nunique() == 1 and table["refine.hash"].nunique() == 3
+
+
+def test_report_html_contains_the_overlays(demo_run, tiny_model):
+    smk(demo_run, "--cores", "1", "--config", model_config(tiny_model), "--report", "report.html")
+    html = (demo_run / "report.html").read_text(errors="replace")
+    for name in ("lake.png", "beach.png", "per_class_iou.png", "parameters.csv", "miou.csv"):
+        assert name in html
+
+
+# --- kill and resume ------------------------------------------------------------------------------
+
+
+def folder_workflow(tmp_path, repo_copy_src) -> Path:
+    """12 images (the demo twice) as a folder dataset, ground truth included."""
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    (data / "annotations").mkdir()
+    for k in range(2):
+        for p in (demo_root() / "images").iterdir():
+            shutil.copy(p, data / "images" / f"{p.stem}{k}.png")
+            shutil.copy(demo_root() / "annotations" / p.name, data / "annotations" / f"{p.stem}{k}.png")
+    return data
+
+
+def folder_args(data, tiny_model):
+    classes = (demo_root() / "classes.txt").read_text().split()
+    return (
+        "--cores", "2", "--config", "dataset=folder", f"images={data / 'images'}", f"annotations={data / 'annotations'}",
+        f"classes={','.join(classes)}", "labels={source: ground_truth}", "shard_size=6",
+        model_config(tiny_model, batch_size=1),
+    )
+
+
+def gradcam_logs(results: Path) -> dict[Path, str]:
+    return {p: p.read_text() for p in results.glob("folder/logs/gradcam/*/*.log")}
+
+
+def gradcam_computations(*snapshots: dict[Path, str]) -> list[str]:
+    """Images that went through the model, over log snapshots taken before and after a rerun (a rerun
+    job starts its log afresh; a log left unchanged is counted once)."""
+    texts = []
+    for snap in snapshots:
+        for path, text in snap.items():
+            if text not in texts:
+                texts.append(text)
+    return re.findall(r"computed (\S+)", "".join(texts))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, tiny_model):
+    from conftest import ROOT
+
+    tmp = tmp_path_factory.mktemp("uninterrupted")
+    wf = tmp / "wf"
+    shutil.copytree(ROOT / "rules", wf / "rules")
+    for name in ("workflow", "config", "envs", "profiles"):
+        shutil.copytree(ROOT / name, wf / name)
+    shutil.copy(ROOT / "Snakefile", wf / "Snakefile")
+    (wf / "src").symlink_to(ROOT / "src")
+    data = folder_workflow(tmp, wf)
+    smk(wf, *folder_args(data, tiny_model))
+    return pd.read_csv(wf / "results" / "folder" / "miou.csv"), gradcam_computations(gradcam_logs(wf / "results"))
+
+
+def _compare(table, reference):
+    assert table.equals(reference), f"{table.T}\n{reference.T}"
+
+
+@pytest.mark.parametrize("stage", ["gradcam", "refine"])
+def test_killed_job_resumes_to_the_same_tables_without_recomputing(repo_copy, tmp_path, tiny_model, uninterrupted, stage):
+    reference, reference_computed = uninterrupted
+    data = folder_workflow(tmp_path, repo_copy)
+    args = folder_args(data, tiny_model)
+    killed = smk(repo_copy, *args, env={"PNP_OVSS_FAULT": f"{stage}:2:kill"}, check=False)
+    assert killed.returncode != 0
+    results = repo_copy / "results" / "folder"
+    logs_before = gradcam_logs(repo_copy / "results")
+    # the killed job's declared output is gone (Snakemake deleted it) but its finished images are kept
+    if stage == "gradcam":
+        kept = sum(len(completed_ids(w)) for w in results.glob("gradcam/*/work/shard-*/maps.zarr"))
+    else:
+        kept = len(list(results.glob("masks/*/work/shard-*/*.png")))
+    assert kept >= 2
+    smk(repo_copy, *args)
+    _compare(pd.read_csv(results / "miou.csv"), reference)
+    computed = gradcam_computations(logs_before, gradcam_logs(repo_copy / "results"))
+    assert sorted(computed) == sorted(reference_computed)  # no image went through the model twice
+    if stage == "refine":
+        logs = "".join(p.read_text() for p in results.glob("logs/refine/*/*.log"))
+        assert sum(int(n) for n in re.findall(r"refined (\d+) images", logs)) == 12 - kept  # kept maps not redone
+
+
+def test_killed_snakemake_resumes_after_unlock(repo_copy, tmp_path, tiny_model, uninterrupted):
+    reference, reference_computed = uninterrupted
+    data = folder_workflow(tmp_path, repo_copy)
+    args = folder_args(data, tiny_model)
+    env = {**os.environ, "PNP_OVSS_FAULT": "gradcam:2:sleep"}
+    proc = subprocess.Popen(SNAKEMAKE + list(args), cwd=repo_copy, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    results = repo_copy / "results" / "folder"
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            stores = list(results.glob("gradcam/*/work/shard-*/maps.zarr"))
+            if stores and any(len(completed_ids(s)) == 2 for s in stores):
+                break
+            assert proc.poll() is None, "snakemake ended before it could be killed"
+            time.sleep(0.2)
+        else:
+            pytest.fail("the gradcam job never reached its second image")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # snakemake and its running job
+        proc.wait()
+    logs_before = gradcam_logs(repo_copy / "results")
+    smk(repo_copy, "--unlock")
+    smk(repo_copy, *args)
+    _compare(pd.read_csv(results / "miou.csv"), reference)
+    computed = gradcam_computations(logs_before, gradcam_logs(repo_copy / "results"))
+    assert sorted(computed) == sorted(reference_computed)
+
+
+def test_unreadable_image_is_skipped_and_counted(repo_copy, tmp_path, tiny_model):
+    data = folder_workflow(tmp_path, repo_copy)
+    broken = data / "images" / "lake0.png"
+    broken.write_bytes(broken.read_bytes()[:200])
+    args = folder_args(data, tiny_model)
+    failed = smk(repo_copy, *args, check=False)
+    assert failed.returncode != 0 and "lake0.png: unreadable or truncated image" in (
+        failed.stdout + failed.stderr + "".join(p.read_text() for p in (repo_copy / "results").rglob("*.log"))
+    )
+    smk(repo_copy, *args, "on_error=skip")
+    row = pd.read_csv(repo_copy / "results" / "folder" / "miou.csv").iloc[0]
+    assert row["n_skipped"] == 1 and row["n_images"] == 11
+    skipped = pd.read_csv(next((repo_copy / "results" / "folder").glob("eval/*/skipped.csv")))
+    assert skipped["image_id"].tolist() == ["lake0"]
