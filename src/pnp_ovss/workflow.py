@@ -6,6 +6,7 @@ Everything here is plain Python (no Snakemake import), so it is testable and the
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,7 +79,19 @@ def stage_logger(log_path: str | None, name: str) -> logging.Logger:
         fh = logging.FileHandler(log_path)
         fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         pkg.addHandler(fh)  # the stage's logger and every package module's propagate here
+        _log_uncaught_errors(logging.getLogger(f"pnp_ovss.{name}"))
     return logging.getLogger(f"pnp_ovss.{name}")
+
+
+def _log_uncaught_errors(logger: logging.Logger) -> None:
+    """Write the error that ends a rule script into its log file too (it also reaches Snakemake's stderr)."""
+    previous = sys.excepthook
+
+    def hook(kind, value, tb):
+        logger.error("%s: %s", kind.__name__, value)
+        previous(kind, value, tb)
+
+    sys.excepthook = hook
 
 
 def write_params_yaml(folder: str | Path, params: dict) -> None:
