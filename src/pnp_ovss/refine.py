@@ -23,28 +23,15 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from .config import REFINE_FIXES, SWEEPABLE
+from .datasets.base import BACKGROUND_ALWAYS, BACKGROUND_FEWER_THAN_3
+
 log = logging.getLogger(__name__)
 
 POSTPROCESS_CHOICES = ("blur+crf", "crf", "blur", "none")
-BACKGROUND_ALWAYS = "always"
-BACKGROUND_FEWER_THAN_3 = "fewer_than_3"
 
 #: keys of the refine parameters (``config.refine_params``) that ``refine_image`` reads
-REFINE_KEYS = (
-    "postprocess",
-    "threshold",
-    "blur_scale",
-    "crf_iterations",
-    "gaussian_sxy",
-    "gaussian_compat",
-    "bilateral_sxy",
-    "bilateral_srgb",
-    "bilateral_compat",
-    "single_count_first_iteration",
-    "lookup_relabel",
-    "nan_guard",
-    "always_background",
-)
+REFINE_KEYS = ("postprocess",) + SWEEPABLE["refine"] + REFINE_FIXES
 
 #: the released values (``--threshold 0.15 --postprocess blur+crf``, ``densecrf`` constants), faithful switches
 RELEASED_PARAMS = {
