@@ -89,7 +89,7 @@ def test_tiny_model_cli_writes_a_loadable_model(tmp_path, capsys):
     register(parser.add_subparsers())
     args = parser.parse_args(["tiny-model", str(tmp_path / "m")])
     assert args.func(args) == 0
-    assert "gradcam.model=" in capsys.readouterr().out
+    assert "gradcam={model: " in capsys.readouterr().out
     model, tok = load_blip(str(tmp_path / "m"), image_size=160, device="cpu")
     assert model.config.vision_config.image_size == 384
     from pnp_ovss.cli import COMMAND_MODULES

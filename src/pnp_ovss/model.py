@@ -234,14 +234,14 @@ def write_tiny_model(directory: str | Path, seed: int = 0) -> Path:
 
 def _cmd_tiny_model(args) -> int:
     path = write_tiny_model(args.directory, seed=args.seed)
-    print(f"tiny BLIP written to {path}; use it with --config gradcam.model={path}")
+    print(f"tiny BLIP written to {path}; use it with: snakemake --cores all --config 'gradcam={{model: {path}}}'")
     return 0
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "tiny-model",
-        help="write a tiny random BLIP ITM (for offline tests: --config gradcam.model=DIR)",
+        help="write a tiny random BLIP ITM (for offline tests: --config 'gradcam={model: DIR}')",
         description="Write a tiny randomly initialised BLIP ITM and its tokenizer to DIR (no download).",
     )
     p.add_argument("directory", metavar="DIR")
