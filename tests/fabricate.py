@@ -28,6 +28,16 @@ from pnp_ovss.io import default_palette  # noqa: E402
 from pnp_ovss.vocab import load_vocabulary  # noqa: E402
 
 SIZES = [(60, 80), (48, 64), (64, 56), (40, 72)]
+GPT4O = Path(__file__).resolve().parents[2] / "shared" / "data" / "gpt4o"
+
+
+def known_ids(name: str, n: int, fallback: list[str]) -> list[str]:
+    """The first ``n`` image ids of the authors' GPT-4o answers for ``name`` (so the fabricated tree can be
+    labelled from those files), or ``fallback`` where the files are not at ../shared."""
+    path = GPT4O / f"{name}_classification_noboundary.json"
+    if not path.is_file():
+        return fallback[:n]
+    return sorted(json.loads(path.read_text()))[:n]
 
 
 def _jpeg(path: Path, h: int, w: int, rng) -> None:
@@ -55,7 +65,7 @@ def _blocks(h: int, w: int, values: list[int], rng) -> np.ndarray:
 
 def voc(root: Path, n: int, rng) -> list[str]:
     base = root / "VOCdevkit" / "VOC2012"
-    ids = [f"2007_{i:06d}" for i in range(n)]
+    ids = known_ids("voc", n, [f"2007_{i:06d}" for i in range(n)])
     for k, image_id in enumerate(ids):
         h, w = SIZES[k % len(SIZES)]
         _jpeg(base / "JPEGImages" / f"{image_id}.jpg", h, w, rng)
@@ -70,7 +80,7 @@ def voc(root: Path, n: int, rng) -> list[str]:
 
 def psc(root: Path, n: int, rng) -> list[str]:
     base = root / "VOCdevkit" / "VOC2010"
-    ids = [f"2008_{i:06d}" for i in range(n)]
+    ids = known_ids("psc", n, [f"2008_{i:06d}" for i in range(n)])
     for k, image_id in enumerate(ids):
         h, w = SIZES[k % len(SIZES)]
         _jpeg(base / "JPEGImages" / f"{image_id}.jpg", h, w, rng)
@@ -96,7 +106,7 @@ def coco(root: Path, n: int, rng) -> list[str]:
     stuff_vocab = load_vocabulary("coco_stuff")
     used = [cid for cid in stuff_vocab.ids if cid <= 182]  # 171 train ids
     thing_ids = list(load_vocabulary("coco_object").ids)
-    ids_int = [139 + 1000 * i for i in range(n)]
+    ids_int = [int(i) for i in known_ids("coco_object", n, [f"{139 + 1000 * i:012d}" for i in range(n)])]
     images, annotations = [], []
     ann_id = 1
     for k, iid in enumerate(ids_int):

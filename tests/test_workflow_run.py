@@ -3,6 +3,7 @@ only what a parameter change affects, sweeps, the report, and kill/resume of job
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -12,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
@@ -252,3 +254,37 @@ def test_unreadable_image_is_skipped_and_counted(repo_copy, tmp_path, tiny_model
     assert row["n_skipped"] == 1 and row["n_images"] == 11
     skipped = pd.read_csv(next((repo_copy / "results" / "folder").glob("eval/*/skipped.csv")))
     assert skipped["image_id"].tolist() == ["lake0"]
+
+
+# --- the five benchmarks, labelled from the authors' GPT-4o files ---------------------------------------
+
+SHARED_GPT4O = Path(__file__).resolve().parents[2] / "shared" / "data" / "gpt4o"
+
+
+@pytest.mark.skipif(not SHARED_GPT4O.is_dir(), reason="../shared/data/gpt4o (the authors' answers) not present")
+@pytest.mark.parametrize(
+    "dataset,protocol",
+    [("voc", "pnp"), ("psc", "mmseg"), ("ade20k", "pnp"), ("coco_object", "pnp"), ("coco_stuff", "mmseg")],
+)
+def test_benchmark_runs_end_to_end_from_the_authors_answers(repo_copy, mini_tree, tiny_model, dataset, protocol):
+    root, ids = mini_tree
+    answers = SHARED_GPT4O / f"{dataset}_classification_noboundary.json"
+    smk(repo_copy, "--cores", "2", "--config", f"dataset={dataset}", f"data_root={root}", f"protocol={protocol}",
+        f"labels={{file: {answers}}}", model_config(tiny_model))
+    out = repo_copy / "results" / dataset
+    row = pd.read_csv(out / "miou.csv").iloc[0]
+    assert row["n_images"] == len(ids[dataset]) and row["n_skipped"] == 0 and row["protocol"] == protocol
+    assert row["labels.source"] == "gpt4o_file"
+    labels = json.loads(next(out.glob("labels/*/shard-0000.json")).read_text())["images"]
+    from pnp_ovss.labels.parser import parse_answer
+    from pnp_ovss.vocab import load_vocabulary
+
+    raw = json.loads(answers.read_text())
+    vocab = load_vocabulary(dataset)
+    for image_id, entry in labels.items():
+        key = f"{int(image_id):012d}" if dataset.startswith("coco") else image_id
+        assert entry["selected"] == parse_answer(raw[key], dataset, vocab, "faithful").selected
+    masks = list(out.glob("masks/*/shard-0000/*.png"))
+    assert len(masks) == len(ids[dataset])
+    for m in masks:  # every predicted id is background or one of the image's selected classes
+        assert set(np.unique(np.asarray(Image.open(m)))) <= {0, *labels[m.stem]["selected"]}
