@@ -95,19 +95,18 @@ class Dataset(ABC):
             )
 
 
-def require_dir(path: Path, what: str, hint: str = "") -> Path:
-    if not Path(path).is_dir():
+def _require(path: Path, exists, what: str, hint: str) -> Path:
+    if not exists(Path(path)):
         msg = f"{path}: {what} not found"
         if hint:
             msg += f"; expected {hint}"
         raise DatasetError(msg)
     return Path(path)
+
+
+def require_dir(path: Path, what: str, hint: str = "") -> Path:
+    return _require(path, Path.is_dir, what, hint)
 
 
 def require_file(path: Path, what: str, hint: str = "") -> Path:
-    if not Path(path).is_file():
-        msg = f"{path}: {what} not found"
-        if hint:
-            msg += f"; expected {hint}"
-        raise DatasetError(msg)
-    return Path(path)
+    return _require(path, Path.is_file, what, hint)
