@@ -7,7 +7,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from snakemake.utils import validate
 
 from pnp_ovss.config import coerce_to_schema, fold_dotted, load_schema
-from pnp_ovss.workflow import make_plan
+from pnp_ovss.workflow import make_plan, plan_warnings
 
 # `--config refine="{threshold: 0.3}"` arrives with string leaves, and dotted keys (from a config file
 # or the API) are nested sections: normalise both before validating.
@@ -17,6 +17,8 @@ config.update(_normalised)
 validate(config, schema="../config/schema.yaml", set_default=True)
 
 PLAN = make_plan(config)
+for _warning in plan_warnings(PLAN.cfg):
+    logger.warning(f"pnp-ovss: {_warning}")
 OUT = PLAN.out
 SHARDS = list(PLAN.shards)
 HASH = "[0-9a-f]{10}"

@@ -78,3 +78,12 @@ def test_sweeps_make_one_run_per_combination():
 def test_hash_is_order_independent_and_sensitive_to_values():
     assert short_hash({"a": 1, "b": 2}) == short_hash({"b": 2, "a": 1})
     assert short_hash({"a": 1, "b": 2}) != short_hash({"a": 2, "b": 1})
+
+
+def test_faithful_shards_that_cut_batches_are_warned_about():
+    from pnp_ovss.workflow import plan_warnings
+
+    assert plan_warnings(normalise({})) == []
+    assert "not a multiple of gradcam.batch_size 35" in plan_warnings(normalise({"shard_size": 10}))[0]
+    assert plan_warnings(normalise({"shard_size": 10, "mode": "clean"})) == []
+    assert plan_warnings(normalise({"shard_size": 70})) == []

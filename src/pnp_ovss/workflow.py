@@ -60,6 +60,19 @@ def ordered_ids(cfg: dict, dataset: Dataset) -> list[str]:
     return ids
 
 
+def plan_warnings(cfg: dict) -> list[str]:
+    """Settings that run but do not do what the mode promises."""
+    warnings = []
+    batch = cfg["gradcam"]["batch_size"]
+    if cfg["mode"] == "faithful" and cfg["shard_size"] % batch:
+        warnings.append(
+            f"shard_size {cfg['shard_size']} is not a multiple of gradcam.batch_size {batch}: in faithful mode "
+            "the last batch of each shard is smaller than the released code's, which changes its patch ranking "
+            "(ALGORITHM.md §10.4)"
+        )
+    return warnings
+
+
 def make_plan(raw_config: dict) -> Plan:
     cfg = normalise(raw_config)
     dataset = get_dataset(cfg)
