@@ -23,7 +23,7 @@ from pnp_ovss.gradcam import (
     check_layer_head,
     gradcam_map,
     model_device,
-    salience_drop,
+    drop_with,
     tokenize_captions,
 )
 
@@ -81,11 +81,4 @@ def reference_gradcam_batch(model, tokenizer, pixel_values, class_names, params,
     def token_maps(x):
         return reference_token_maps(model, x, tokens, layer, head).cpu().numpy().astype(np.float32)
 
-    return salience_drop(
-        token_maps,
-        pixel_values.to(device=device, dtype=torch.float32),
-        tokens.piece_counts,
-        tokens.captions,
-        params,
-        model.config.vision_config.patch_size,
-    )
+    return drop_with(token_maps, model, pixel_values, tokens, params)

@@ -6,6 +6,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
+GPT4O_DIR = SHARED / "data" / "gpt4o"
+
+
+def shared_file(dataset):
+    """The authors' GPT-4o answers for ``dataset`` in ../shared, or skip the test where they are absent."""
+    path = GPT4O_DIR / f"{dataset}_classification_noboundary.json"
+    if not path.is_file():
+        pytest.skip(f"{path} not available")
+    return path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 

@@ -6,7 +6,6 @@ import functools
 import json
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
@@ -27,14 +26,7 @@ from pnp_ovss.labels.sources import (
 )
 from pnp_ovss.vocab import Vocabulary, load_vocabulary
 
-GPT4O_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "gpt4o"
-
-
-def shared_file(dataset):
-    path = GPT4O_DIR / f"{dataset}_classification_noboundary.json"
-    if not path.is_file():
-        pytest.skip(f"{path} not available")
-    return path
+from conftest import shared_file
 
 
 class FakeDataset:

@@ -17,14 +17,7 @@ from pnp_ovss.labels.cli import main as labels_main
 from pnp_ovss.labels.parser import parse_answer
 from pnp_ovss.vocab import load_vocabulary
 
-GPT4O_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "gpt4o"
-
-
-def shared_file(dataset):
-    path = GPT4O_DIR / f"{dataset}_classification_noboundary.json"
-    if not path.is_file():
-        pytest.skip(f"{path} not available")
-    return path
+from conftest import shared_file
 
 
 class TinyDataset(Dataset):

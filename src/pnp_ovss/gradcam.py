@@ -344,6 +344,18 @@ def model_device(model) -> torch.device:
     return next(model.parameters()).device
 
 
+def drop_with(token_maps, model, pixel_values: torch.Tensor, tokens: "CaptionTokens", params: dict) -> list[ImageGradcam]:
+    """Salience Drop over a batch, with ``token_maps(x) -> [B, L-1, P, P]`` computing one pass's maps."""
+    return salience_drop(
+        token_maps,
+        pixel_values.to(device=model_device(model), dtype=torch.float32),
+        tokens.piece_counts,
+        tokens.captions,
+        params,
+        model.config.vision_config.patch_size,
+    )
+
+
 def gradcam_batch(model, tokenizer, pixel_values: torch.Tensor, class_names: list[list[str]], params: dict) -> list[ImageGradcam]:
     """GradCAM + Salience Drop for a batch (the fast path).
 
@@ -360,11 +372,4 @@ def gradcam_batch(model, tokenizer, pixel_values: torch.Tensor, class_names: lis
     def token_maps(x: torch.Tensor) -> np.ndarray:
         return fast_token_maps(model, x, tokens, layer, head, autocast).cpu().numpy()
 
-    return salience_drop(
-        token_maps,
-        pixel_values.to(device=device, dtype=torch.float32),
-        tokens.piece_counts,
-        tokens.captions,
-        params,
-        model.config.vision_config.patch_size,
-    )
+    return drop_with(token_maps, model, pixel_values, tokens, params)
