@@ -7,7 +7,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from snakemake.utils import validate
 
 from pnp_ovss.config import coerce_to_schema, fold_dotted, load_schema
-from pnp_ovss.workflow import make_plan, plan_warnings
+from pnp_ovss.workflow import make_plan, plan_warnings, sync_job_records
 
 # `--config refine="{threshold: 0.3}"` arrives with string leaves, and dotted keys (from a config file
 # or the API) are nested sections: normalise both before validating.
@@ -17,15 +17,18 @@ config.update(_normalised)
 validate(config, schema="../config/schema.yaml", set_default=True)
 
 PLAN = make_plan(config)
+# a shard job whose images all have results is recorded as done here (so it is not planned); a record
+# whose results were deleted is removed (so its job runs again)
+sync_job_records(PLAN)
 for _warning in plan_warnings(PLAN.cfg):
     logger.warning(f"pnp-ovss: {_warning}")
 OUT = PLAN.out
-SHARDS = list(PLAN.shards)
 HASH = "[0-9a-f]{10}"
 
 
 wildcard_constraints:
-    shard=r"shard-\d{4}",
+    job=r"shard-\d{4}-[0-9a-f]{16}",
+    view=r"set-[0-9a-f]{16}",
     lh=HASH,
     gh=HASH,
     rh=HASH,
@@ -36,15 +39,27 @@ def stage_params(stage_hash):
     return PLAN.table[stage_hash]
 
 
-def shard_ids(wildcards):
-    return PLAN.shard_ids(wildcards.shard)
+def job_ids(wildcards):
+    """The images of a shard job (which of them still need work is decided again when the job runs)."""
+    stage_hash = next(getattr(wildcards, w) for w in ("lh", "gh", "rh", "eh") if hasattr(wildcards, w))
+    return PLAN.job(stage_hash, wildcards.job).ids
+
+
+def job_keys(stage_hash, name):
+    job = PLAN.job(stage_hash, name)
+    up = job.upstream
+    return {"keys": job.keys, "upstream": up.keys if up is not None else None, "shard": job.shard}
+
+
+def masks_view(refine_hash):
+    return f"{OUT}/masks/{refine_hash}/{PLAN.views[refine_hash]}"
 
 
 def final_targets():
-    """Per run: the evaluation tables and report figures where there is ground truth, else the masks;
-    plus the dataset-level miou.csv with one row per sweep combination."""
+    """Per run: the evaluation tables and report figures where there is ground truth; always the masks
+    (one PNG per image, by name); plus the dataset-level miou.csv with one row per sweep combination."""
+    targets = [masks_view(h) for h in dict.fromkeys(run.refine for run in PLAN.runs)]
     if PLAN.evaluates:
-        targets = [f"{OUT}/miou.csv"]
-        targets += [f"{OUT}/report/{run.evaluate}/per_class_iou.png" for run in PLAN.runs]
-        return targets
-    return [f"{OUT}/masks/{run.refine}/{shard}" for run in PLAN.runs for shard in SHARDS]
+        targets.append(f"{OUT}/miou.csv")
+        targets += [f"{OUT}/report/{run.evaluate}/{PLAN.eval_sets[run.evaluate]}/per_class_iou.png" for run in PLAN.runs]
+    return targets

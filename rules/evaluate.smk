@@ -1,17 +1,20 @@
-# Evaluate: a confusion matrix per shard, summed into miou.csv / per_class_iou.csv per run, and one
+# Evaluate: a confusion matrix per shard job (eval/<hash>/shards/<job>.npz, named by the shard's images and
+# their masks), summed into miou.csv / per_class_iou.csv per run (eval/<hash>/set-<key>/), and one
 # dataset-level miou.csv with a row per run (sweep combination).
 
 
 rule evaluate_shard:
     input:
-        masks=lambda wc: f"{OUT}/masks/{PLAN.upstream(wc.eh)}/{wc.shard}",
+        masks=lambda wc: ancient(PLAN.upstream_output(wc.eh, wc.job)),
     output:
-        f"{OUT}/eval/{{eh}}/{{shard}}.npz",
+        f"{OUT}/eval/{{eh}}/shards/{{job}}.npz",
     log:
-        f"{OUT}/logs/evaluate/{{eh}}/{{shard}}.log",
+        f"{OUT}/logs/evaluate/{{eh}}/{{job}}.log",
     params:
         stage=lambda wc: stage_params(wc.eh),
-        ids=shard_ids,
+        ids=job_ids,
+        work=lambda wc: job_keys(wc.eh, wc.job),
+        masks_dir=lambda wc: f"{OUT}/masks/{PLAN.upstream(wc.eh)}",
     threads: 1
     conda:
         "../envs/pnp-ovss.yaml"
@@ -21,13 +24,13 @@ rule evaluate_shard:
 
 rule evaluate:
     input:
-        shards=expand(f"{OUT}/eval/{{{{eh}}}}/{{shard}}.npz", shard=SHARDS),
+        shards=lambda wc: PLAN.all_jobs(wc.eh),
     output:
-        miou=f"{OUT}/eval/{{eh}}/miou.csv",
-        per_class=f"{OUT}/eval/{{eh}}/per_class_iou.csv",
-        skipped=f"{OUT}/eval/{{eh}}/skipped.csv",
+        miou=f"{OUT}/eval/{{eh}}/{{view}}/miou.csv",
+        per_class=f"{OUT}/eval/{{eh}}/{{view}}/per_class_iou.csv",
+        skipped=f"{OUT}/eval/{{eh}}/{{view}}/skipped.csv",
     log:
-        f"{OUT}/logs/evaluate/{{eh}}/summary.log",
+        f"{OUT}/logs/evaluate/{{eh}}/{{view}}.log",
     params:
         stage=lambda wc: stage_params(wc.eh),
         run=lambda wc: PLAN.run_parameters(wc.eh),
@@ -39,7 +42,7 @@ rule evaluate:
 
 rule miou_table:
     input:
-        [f"{OUT}/eval/{run.evaluate}/miou.csv" for run in PLAN.runs],
+        [f"{OUT}/eval/{run.evaluate}/{PLAN.eval_sets[run.evaluate]}/miou.csv" for run in PLAN.runs],
     output:
         report(
             f"{OUT}/miou.csv",

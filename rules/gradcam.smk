@@ -1,21 +1,22 @@
-# GradCAM + Salience Drop on BLIP ITM cross-attention; per-image maps and dropped patches in Zarr.
-# The shard folder is the declared output (the store lives inside it); per-image progress lives in
-# the work area beside it, so a killed job resumes at the first unfinished image.
+# GradCAM + Salience Drop on BLIP ITM cross-attention; per-image maps and dropped patches in Zarr stores
+# (gradcam/<hash>/images/<key>.zarr, each renamed into place when written). A job covers one shard and runs
+# only the images (faithful: the batches) without a store, so a killed job resumes where it stopped.
 
 
 rule gradcam:
     input:
-        labels=lambda wc: f"{OUT}/labels/{PLAN.upstream(wc.gh)}/{wc.shard}.json",
+        labels=lambda wc: ancient(PLAN.upstream_output(wc.gh, wc.job)),
     output:
-        directory(f"{OUT}/gradcam/{{gh}}/{{shard}}"),
+        f"{OUT}/gradcam/{{gh}}/jobs/{{job}}.json",
     log:
-        f"{OUT}/logs/gradcam/{{gh}}/{{shard}}.log",
+        f"{OUT}/logs/gradcam/{{gh}}/{{job}}.log",
     benchmark:
-        f"{OUT}/benchmarks/gradcam/{{gh}}/{{shard}}.tsv"
+        f"{OUT}/benchmarks/gradcam/{{gh}}/{{job}}.tsv"
     params:
         stage=lambda wc: stage_params(wc.gh),
-        ids=shard_ids,
-        work=lambda wc: f"{OUT}/gradcam/{wc.gh}/work/{wc.shard}",
+        ids=job_ids,
+        work=lambda wc: job_keys(wc.gh, wc.job),
+        labels_dir=lambda wc: f"{OUT}/labels/{PLAN.upstream(wc.gh)}",
         device=config["gradcam"]["device"],
     threads: 256  # capped at --cores: a CPU gradcam job uses the whole machine
     resources:

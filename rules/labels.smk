@@ -1,15 +1,18 @@
 # Labels: which classes are in each image (authors' GPT-4o answers, live GPT-4o, ground truth, a list).
+# One job per shard that has images without a labels entry; entries live per image under
+# labels/<hash>/images/ and live GPT-4o answers per question under labels/gpt4o-answers/ (asked once, ever).
 
 
 rule labels:
     output:
-        f"{OUT}/labels/{{lh}}/{{shard}}.json",
+        f"{OUT}/labels/{{lh}}/jobs/{{job}}.json",
     log:
-        f"{OUT}/logs/labels/{{lh}}/{{shard}}.log",
+        f"{OUT}/logs/labels/{{lh}}/{{job}}.log",
     params:
         stage=lambda wc: stage_params(wc.lh),
-        ids=shard_ids,
-        cache=lambda wc: f"{OUT}/labels/{wc.lh}/cache",
+        ids=job_ids,
+        work=lambda wc: job_keys(wc.lh, wc.job),
+        answers=f"{OUT}/labels/gpt4o-answers",
     resources:
         openai=lambda wc: 1 if stage_params(wc.lh)["source"] == "gpt4o" else 0,
     conda:

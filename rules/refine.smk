@@ -1,20 +1,22 @@
-# Refine: threshold, upsample, background channel, blur, DenseCRF -> palette PNG label maps (CPU).
-# Maps are written to a work folder beside the output (kept if the job dies) and renamed into place.
+# Refine: threshold, upsample, background channel, blur, DenseCRF -> palette PNG label maps (CPU), one per
+# image under masks/<hash>/images/<key>.png (written atomically); a job refines the images of its shard that
+# have no map yet. masks/<hash>/set-<key>/ holds the run's masks by image name (hard links).
 
 
 rule refine:
     input:
-        store=lambda wc: f"{OUT}/gradcam/{PLAN.upstream(wc.rh)}/{wc.shard}",
+        gradcam=lambda wc: ancient(PLAN.upstream_output(wc.rh, wc.job)),
     output:
-        directory(f"{OUT}/masks/{{rh}}/{{shard}}"),
+        f"{OUT}/masks/{{rh}}/jobs/{{job}}.json",
     log:
-        f"{OUT}/logs/refine/{{rh}}/{{shard}}.log",
+        f"{OUT}/logs/refine/{{rh}}/{{job}}.log",
     benchmark:
-        f"{OUT}/benchmarks/refine/{{rh}}/{{shard}}.tsv"
+        f"{OUT}/benchmarks/refine/{{rh}}/{{job}}.tsv"
     params:
         stage=lambda wc: stage_params(wc.rh),
-        ids=shard_ids,
-        work=lambda wc: f"{OUT}/masks/{wc.rh}/work/{wc.shard}",
+        ids=job_ids,
+        work=lambda wc: job_keys(wc.rh, wc.job),
+        gradcam_dir=lambda wc: f"{OUT}/gradcam/{PLAN.upstream(wc.rh)}",
     threads: 1
     resources:
         mem_mb=4000,
@@ -22,3 +24,19 @@ rule refine:
         "../envs/pnp-ovss.yaml"
     script:
         "../workflow/scripts/refine.py"
+
+
+rule masks:
+    input:
+        lambda wc: ancient(PLAN.all_jobs(wc.rh)),
+    output:
+        directory(f"{OUT}/masks/{{rh}}/{{view}}"),
+    log:
+        f"{OUT}/logs/refine/{{rh}}/{{view}}.log",
+    params:
+        ids=lambda wc: PLAN.image_ids,
+        refine_keys=lambda wc: {i: k for j in PLAN.stage_jobs[wc.rh] for i, k in j.keys.items()},
+    conda:
+        "../envs/pnp-ovss.yaml"
+    script:
+        "../workflow/scripts/masks.py"

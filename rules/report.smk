@@ -4,30 +4,30 @@
 
 rule report_figures:
     input:
-        per_class=f"{OUT}/eval/{{eh}}/per_class_iou.csv",
-        masks=lambda wc: [f"{OUT}/masks/{PLAN.upstream(wc.eh)}/{shard}" for shard in SHARDS],
+        per_class=f"{OUT}/eval/{{eh}}/{{view}}/per_class_iou.csv",
+        masks=lambda wc: masks_view(PLAN.upstream(wc.eh)),
     output:
         overlays=report(
-            directory(f"{OUT}/report/{{eh}}/overlays"),
+            directory(f"{OUT}/report/{{eh}}/{{view}}/overlays"),
             patterns=["{name}.png"],
             caption="../workflow/report/overlays.rst",
             category="Overlays",
             subcategory="run {eh}",
         ),
         chart=report(
-            f"{OUT}/report/{{eh}}/per_class_iou.png",
+            f"{OUT}/report/{{eh}}/{{view}}/per_class_iou.png",
             caption="../workflow/report/per_class_iou.rst",
             category="Per-class IoU",
             subcategory="run {eh}",
         ),
         parameters=report(
-            f"{OUT}/report/{{eh}}/parameters.csv",
+            f"{OUT}/report/{{eh}}/{{view}}/parameters.csv",
             caption="../workflow/report/parameters.rst",
             category="Parameters",
             subcategory="run {eh}",
         ),
     log:
-        f"{OUT}/logs/report/{{eh}}.log",
+        f"{OUT}/logs/report/{{eh}}/{{view}}.log",
     params:
         run=lambda wc: PLAN.run_parameters(wc.eh),
         ids=PLAN.image_ids,

@@ -213,8 +213,6 @@ def labels_params(cfg: dict) -> dict:
         "mode": cfg["mode"],
         "source": source,
         "min_probability": lab["min_probability"],
-        "shard_size": cfg["shard_size"],
-        "limit": cfg["limit"],
         **{k: fixes[k] for k in LABELS_FIXES},
     }
     if cfg["dataset"] == "folder":

@@ -29,16 +29,44 @@ def read_skipped(masks_dir: Path) -> list[dict]:
 def evaluate_shard(
     dataset: Dataset, protocol: Protocol, image_ids: list[str], masks_dir: Path, on_error: str = "fail"
 ) -> tuple[np.ndarray, int, list[dict]]:
-    """Confusion matrix of one shard; returns (hist, images scored, skipped rows)."""
+    """Confusion matrix of one shard folder of masks (``<id>.png`` + ``skipped.csv``); returns (hist, images
+    scored, skipped rows)."""
     masks_dir = Path(masks_dir)
-    hist = np.zeros((protocol.n_class, protocol.n_class + 1), dtype=np.int64)
     skipped = read_skipped(masks_dir)
     already = {row["image_id"] for row in skipped}
-    scored = 0
+    masks = {i: masks_dir / f"{i}.png" for i in image_ids if i not in already}
+    hist, scored, more = evaluate_masks(dataset, protocol, masks, on_error)
+    return hist, scored, skipped + more
+
+
+def evaluate_job(
+    dataset: Dataset, protocol: Protocol, image_ids: list[str], refine_keys: dict[str, str], masks_dir: Path,
+    on_error: str = "fail",
+) -> tuple[np.ndarray, int, list[dict]]:
+    """Confusion matrix of a shard job's images, read from the per-image label maps of ``masks_dir``
+    (``images/<key>.png``; an image skipped upstream is listed with its stage and reason)."""
+    from .cache import entry_path, read_skip
+
+    masks, skipped = {}, []
     for image_id in image_ids:
-        if image_id in already:
-            continue
-        mask_path = masks_dir / f"{image_id}.png"
+        path = entry_path(masks_dir, "refine", refine_keys[image_id])
+        record = None if path.is_file() else read_skip(masks_dir, refine_keys[image_id])
+        if record is not None:
+            skipped.append({"image_id": image_id, "stage": record["stage"], "reason": record["reason"]})
+        else:
+            masks[image_id] = path
+    hist, scored, more = evaluate_masks(dataset, protocol, masks, on_error)
+    return hist, scored, skipped + more
+
+
+def evaluate_masks(
+    dataset: Dataset, protocol: Protocol, masks: dict[str, Path], on_error: str = "fail"
+) -> tuple[np.ndarray, int, list[dict]]:
+    """Confusion matrix of predicted label maps ``{image_id: png path}`` against the ground truth."""
+    hist = np.zeros((protocol.n_class, protocol.n_class + 1), dtype=np.int64)
+    skipped = []
+    scored = 0
+    for image_id, mask_path in masks.items():
         try:
             if not mask_path.is_file():
                 raise DatasetError(f"{mask_path}: predicted mask missing")

@@ -221,3 +221,83 @@ def run_gradcam_shard(
     target = publish_store(work_store, out_dir)
     os.replace(work_dir / "skipped.csv", out_dir / "skipped.csv")
     log.info("gradcam shard complete: %d images -> %s", len(image_ids), target)
+
+
+def run_gradcam_job(
+    dataset,
+    image_ids: list[str],
+    keys: dict[str, str],
+    labels_keys: dict[str, str],
+    params: dict,
+    labels_dir: str | os.PathLike,
+    stage_dir: str | os.PathLike,
+    manifest: str | os.PathLike,
+    device: str = "auto",
+    log: logging.Logger | None = None,
+    on_error: str = "fail",
+    shard: str = "",
+    progress: bool = True,
+) -> list[str]:
+    """GradCAM for the images of a shard job that have no store yet (``<stage_dir>/images/<key>.zarr``).
+
+    Batches are consecutive runs of ``batch_size`` in the shard's order (shards start at batch boundaries,
+    so they are the released batches). In faithful mode a batch with any image missing goes through the
+    model whole (the ranking depends on the batch) and only its missing images are written; with
+    ``exclude_sep_rows`` only the missing images are computed. Each image's store is written whole and
+    renamed into place, so a killed job resumes at its first unwritten image. Logs ``computed <id>`` for
+    every image through the model and the computed/reused counts; returns the ids computed.
+    """
+    from .cache import entry_path, is_done, listing, write_gradcam_entry, write_manifest, write_skip
+    from .labels.stage import read_label_entries
+
+    log = log or logging.getLogger(__name__)
+    stage_dir = Path(stage_dir)
+    image_ids = list(image_ids)
+    if len(set(image_ids)) != len(image_ids):
+        raise ValueError("duplicate image ids in the shard")
+    names = listing(stage_dir)
+    done = {i for i in image_ids if is_done(names, "gradcam", keys[i], on_error)}
+    batch_dependent = not bool(params.get("exclude_sep_rows", False))
+    model = tokenizer = None
+    computed: list[str] = []
+    skipped_ids: list[str] = []
+    stored = 0
+    bar = tqdm(total=len(image_ids), initial=len(done), desc=f"gradcam {shard}", unit="img", disable=not progress)
+    try:
+        for batch in batches_of(image_ids, int(params["batch_size"])):
+            todo = images_to_compute(batch, done, batch_dependent)
+            if not todo:
+                continue
+            labels = read_label_entries(labels_dir, labels_keys, todo)
+            if model is None:
+                model, tokenizer = cached_model(str(params["model"]), int(params["image_size"]), device)
+            skipped: dict[str, str] | None = {} if on_error == "skip" else None
+            results = compute_batch(dataset, todo, labels, params, model, tokenizer, skipped)
+            for image_id in todo:
+                if image_id in results:
+                    log.info("computed %s", image_id)
+                else:
+                    log.warning("skipped %s: %s", image_id, skipped[image_id])
+            for image_id in batch:
+                if image_id in done:
+                    continue
+                if image_id in results:
+                    class_ids, class_names = image_labels(labels, image_id)
+                    res = results[image_id]
+                    attrs = image_attrs(dataset, image_id, class_ids, class_names, res, params, model)
+                    write_gradcam_entry(stage_dir, keys[image_id], ImageMaps(image_id, res.maps, res.dropped, attrs))
+                    computed.append(image_id)
+                else:
+                    write_skip(stage_dir, keys[image_id], image_id, "gradcam", skipped[image_id])
+                    skipped_ids.append(image_id)
+                done.add(image_id)
+                stored += 1
+                bar.update(1)
+                log.info("stored %s -> %s", image_id, entry_path(stage_dir, "gradcam", keys[image_id]).name)
+                after_image("gradcam", stored)
+    finally:
+        bar.close()
+    reused = len(image_ids) - len(computed) - len(skipped_ids)
+    log.info("gradcam %s: %d images computed, %d reused, %d skipped", shard, len(computed), reused, len(skipped_ids))
+    write_manifest(manifest, "gradcam", shard, image_ids, computed, skipped_ids)
+    return computed

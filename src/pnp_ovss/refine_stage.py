@@ -161,3 +161,108 @@ def run_refine_shard(
     finally:
         _detach_log(attached)
     return skipped
+
+
+def run_refine_job(
+    dataset,
+    image_ids: list[str],
+    keys: dict[str, str],
+    gradcam_keys: dict[str, str],
+    params: dict,
+    gradcam_dir: str | os.PathLike,
+    stage_dir: str | os.PathLike,
+    manifest: str | os.PathLike,
+    log: logging.Logger | None = None,
+    on_error: str = "fail",
+    threads: int | None = None,
+    shard: str = "",
+) -> list[str]:
+    """Refine the images of a shard job that have no label map yet (``<stage_dir>/images/<key>.png``, each
+    written atomically); the others are reused. An image that GradCAM skipped, or (``on_error: skip``) that
+    fails here, gets a ``<key>.skipped.json`` record instead. Returns the ids refined."""
+    from .cache import entry_path, is_done, listing, read_skip, write_manifest, write_skip
+
+    if on_error not in ("fail", "skip"):
+        raise ValueError(f"on_error is {on_error!r}; expected 'fail' or 'skip'")
+    check_refine_params(params)
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, int(threads)))
+    logger = log or _log
+    image_ids = list(image_ids)
+    names = listing(stage_dir)
+    todo = [i for i in image_ids if not is_done(names, "refine", keys[i], on_error)]
+    computed, skipped = [], []
+    started = time.perf_counter()
+    for image_id in tqdm(todo, desc=f"refine {shard}", unit="img", file=sys.stderr, mininterval=1.0):
+        store = entry_path(gradcam_dir, "gradcam", gradcam_keys[image_id])
+        if not store.is_dir():
+            upstream = read_skip(gradcam_dir, gradcam_keys[image_id])
+            if upstream is None:
+                raise DatasetError(f"image {image_id}: no GradCAM maps at {store}; run the gradcam stage first")
+            if on_error != "skip":
+                raise DatasetError(f"image {image_id}: skipped by the {upstream['stage']} stage: {upstream['reason']}")
+            write_skip(stage_dir, keys[image_id], image_id, upstream["stage"], upstream["reason"])
+            skipped.append(image_id)
+            logger.warning("skipped %s: %s", image_id, upstream["reason"])
+            continue
+        try:
+            tic = time.perf_counter()
+            labels = refine_one(dataset, open_store(store), image_id, params)
+            write_label_png(entry_path(stage_dir, "refine", keys[image_id]), labels, dataset.palette)
+            computed.append(image_id)
+            after_image("refine", len(computed))
+            logger.debug("%s: %.2f s", image_id, time.perf_counter() - tic)
+        except (PnpOvssError, ValueError, KeyError, OSError) as exc:
+            if on_error != "skip":
+                logger.error("refine failed on %s: %s", image_id, exc)
+                if isinstance(exc, PnpOvssError):
+                    raise type(exc)(f"image {image_id}: {exc}") from exc
+                raise
+            write_skip(stage_dir, keys[image_id], image_id, "refine", str(exc))
+            skipped.append(image_id)
+            logger.warning("skipped %s: %s", image_id, exc)
+    elapsed = time.perf_counter() - started
+    logger.info("refined %d images in %.1f s (%.2f s/image)", len(computed), elapsed, elapsed / max(len(computed), 1))
+    reused = len(image_ids) - len(computed) - len(skipped)
+    logger.info("refine %s: %d images computed, %d reused, %d skipped", shard, len(computed), reused, len(skipped))
+    write_manifest(manifest, "refine", shard, image_ids, computed, skipped)
+    return computed
+
+
+def build_masks_view(
+    image_ids: list[str], keys: dict[str, str], masks_dir: str | os.PathLike, view_dir: str | os.PathLike
+) -> tuple[int, list[dict]]:
+    """``view_dir/<image_id>.png`` for every image of the run (hard links to the per-image maps, copies
+    where links are impossible) and ``view_dir/skipped.csv``; built beside and renamed into place. Other
+    views of the same refine folder (earlier image sets) are removed: the maps themselves stay."""
+    import shutil
+
+    from .cache import entry_path, read_skip
+
+    view_dir = Path(view_dir)
+    tmp = view_dir.parent / f".{view_dir.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    skipped = []
+    for image_id in image_ids:
+        src = entry_path(masks_dir, "refine", keys[image_id])
+        if src.is_file():
+            try:
+                os.link(src, tmp / f"{image_id}.png")
+            except OSError:
+                shutil.copy2(src, tmp / f"{image_id}.png")
+            continue
+        record = read_skip(masks_dir, keys[image_id])
+        if record is None:
+            raise DatasetError(f"image {image_id}: no label map at {src}; run the refine stage first")
+        skipped.append({"image_id": image_id, "stage": record["stage"], "reason": record["reason"]})
+    atomic_write_text(tmp / "skipped.csv", skipped_csv_text(skipped))
+    if view_dir.exists():
+        shutil.rmtree(view_dir)
+    os.replace(tmp, view_dir)
+    for other in view_dir.parent.glob("set-*"):
+        if other.is_dir() and other.name != view_dir.name:
+            shutil.rmtree(other, ignore_errors=True)
+    return len(image_ids) - len(skipped), skipped

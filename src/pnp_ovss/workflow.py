@@ -6,21 +6,56 @@ Everything here is plain Python (no Snakemake import), so it is testable and the
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from .config import Run, flat_run_parameters, normalise, plan_runs, resolved_label_source
+from .cache import STAGE_FOLDER, is_done, listing, write_manifest
+from .config import Run, flat_run_parameters, normalise, plan_runs, resolve_fixes, resolved_label_source
 from .datasets import Dataset, get_dataset
+from .identity import (
+    DIGEST_CACHE_NAME,
+    DigestCache,
+    annotation_files,
+    files_digest,
+    gradcam_keys,
+    job_name,
+    key_of,
+    set_name,
+)
 from .io import atomic_write_text
 from .ordering import faithful_order, make_shards, shard_name
 
 
+STAGES = ("labels", "gradcam", "refine", "evaluate")
+
+
+@dataclass
+class StageJob:
+    """One job of one stage on one shard: its images, their keys at this stage, and which lack a result."""
+
+    stage: str
+    stage_hash: str
+    shard: str
+    name: str
+    ids: list[str]
+    keys: dict[str, str]
+    upstream: "StageJob | None"
+    missing: list[str]
+    recorded: bool = False  # the job's output (its record) exists
+
+    @property
+    def needed(self) -> bool:
+        return bool(self.missing)
+
+
 @dataclass
 class Plan:
-    """What the workflow does for a config: image order, shards, runs and stage parameter table."""
+    """What the workflow does for a config: image order, shards, runs, stage parameters and, per stage and
+    shard, the job that computes the images without a result (docs/ARCHITECTURE.md "Reruns")."""
 
     cfg: dict
     dataset: Dataset
@@ -29,6 +64,10 @@ class Plan:
     runs: list[Run]
     table: dict[str, dict]
     out: str = field(default="")
+    jobs: dict[tuple[str, str], StageJob] = field(default_factory=dict)
+    stage_jobs: dict[str, list[StageJob]] = field(default_factory=dict)
+    views: dict[str, str] = field(default_factory=dict)  # refine hash -> masks view folder name
+    eval_sets: dict[str, str] = field(default_factory=dict)  # evaluate hash -> result folder name
 
     @property
     def evaluates(self) -> bool:
@@ -47,7 +86,36 @@ class Plan:
         raise KeyError(evaluate_hash)
 
     def run_parameters(self, evaluate_hash: str) -> dict:
-        return flat_run_parameters(self.table, self.run_of(evaluate_hash))
+        params = flat_run_parameters(self.table, self.run_of(evaluate_hash))
+        params["limit"] = self.cfg["limit"]
+        params["image_set"] = self.eval_sets.get(evaluate_hash, "")
+        return params
+
+    # --- jobs --------------------------------------------------------------------------------------
+    def stage_dir(self, stage: str, stage_hash: str) -> str:
+        return f"{self.out}/{STAGE_FOLDER[stage]}/{stage_hash}"
+
+    def job(self, stage_hash: str, name: str) -> StageJob:
+        try:
+            return self.jobs[(stage_hash, name)]
+        except KeyError:
+            raise KeyError(f"no job {name} for stage folder {stage_hash} in this configuration") from None
+
+    def job_output(self, job: StageJob) -> str:
+        if job.stage == "evaluate":
+            return f"{self.stage_dir(job.stage, job.stage_hash)}/shards/{job.name}.npz"
+        return f"{self.stage_dir(job.stage, job.stage_hash)}/jobs/{job.name}.json"
+
+    def upstream_output(self, stage_hash: str, name: str) -> list[str]:
+        """The record of the upstream stage's job on the same shard."""
+        up = self.job(stage_hash, name).upstream
+        return [self.job_output(up)] if up is not None else []
+
+    def all_jobs(self, stage_hash: str) -> list[str]:
+        return [self.job_output(j) for j in self.stage_jobs[stage_hash]]
+
+    def jobs_by_upstream(self, stage: str, upstream_hash: str) -> list[StageJob]:
+        return [j for h, js in self.stage_jobs.items() for j in js if j.stage == stage and self.upstream(h) == upstream_hash]
 
 
 def ordered_ids(cfg: dict, dataset: Dataset) -> list[str]:
@@ -60,27 +128,159 @@ def ordered_ids(cfg: dict, dataset: Dataset) -> list[str]:
     return ids
 
 
+def batch_dependent(cfg: dict) -> bool:
+    """Whether an image's GradCAM maps depend on the other images of its batch (§10.4: [SEP] rows ranked)."""
+    return not resolve_fixes(cfg)["exclude_sep_rows"]
+
+
+def effective_shard_size(cfg: dict) -> int:
+    """``shard_size``, rounded up to whole batches when the maps depend on the batch (so every shard job holds
+    the released batches whole, whatever ``shard_size`` says)."""
+    size, batch = int(cfg["shard_size"]), int(cfg["gradcam"]["batch_size"])
+    if batch_dependent(cfg) and size % batch:
+        return -(-size // batch) * batch
+    return size
+
+
 def plan_warnings(cfg: dict) -> list[str]:
-    """Settings that run but do not do what the mode promises."""
+    """Settings that do not do what they say."""
     warnings = []
     batch = cfg["gradcam"]["batch_size"]
-    if cfg["mode"] == "faithful" and cfg["shard_size"] % batch:
+    if batch_dependent(cfg) and cfg["shard_size"] % batch:
         warnings.append(
-            f"shard_size {cfg['shard_size']} is not a multiple of gradcam.batch_size {batch}: in faithful mode "
-            "the last batch of each shard is smaller than the released code's, which changes its patch ranking "
-            "(ALGORITHM.md §10.4)"
+            f"shard_size {cfg['shard_size']} is not a multiple of gradcam.batch_size {batch}: the patch ranking "
+            f"depends on the batch in faithful mode (ALGORITHM.md §10.4), so each shard holds whole batches "
+            f"({effective_shard_size(cfg)} images)"
         )
     return warnings
+
+
+def _labels_extra(cfg: dict, dataset: Dataset, digests: DigestCache) -> tuple:
+    """What every image's labels depend on beyond the stage parameters: the vocabulary and the answers file."""
+    vocab = [[int(i), str(n)] for i, n in zip(dataset.vocabulary.ids, dataset.vocabulary.names)]
+    source = resolved_label_source(cfg)
+    answers = None
+    if source == "gpt4o_file" and cfg["labels"].get("file"):
+        answers = digests.digest(cfg["labels"]["file"])
+    return (vocab, answers)
+
+
+def _stage_keys(plan: Plan, digests: DigestCache) -> dict[str, dict[str, str]]:
+    """Per stage folder hash: each image's key at that stage (identity.py)."""
+    cfg, dataset, ids = plan.cfg, plan.dataset, plan.image_ids
+    image_digest = {i: digests.digest(_path_or_none(dataset.image_path, i)) for i in ids}
+    crf_digest = {}
+    for i in ids:
+        crf = _path_or_none(dataset.crf_image_path, i)
+        crf_digest[i] = None if crf == _path_or_none(dataset.image_path, i) else digests.digest(crf)
+    gt_digest = {i: files_digest(digests, annotation_files(dataset, i, cfg["protocol"])) for i in ids}
+    source = resolved_label_source(cfg)
+    extra = _labels_extra(cfg, dataset, digests)
+    keys: dict[str, dict[str, str]] = {}
+    for run in plan.runs:
+        lh, gh, rh, eh = run.labels, run.gradcam, run.refine, run.evaluate
+        if lh not in keys:
+            oracle = {i: gt_digest[i] if source == "ground_truth" else None for i in ids}
+            keys[lh] = {i: key_of("labels", lh, extra, i, image_digest[i], oracle[i]) for i in ids}
+        if gh not in keys:
+            batch = int(plan.table[gh]["batch_size"])
+            keys[gh] = gradcam_keys(gh, plan.shards, keys[lh], batch, batch_dependent(cfg))
+        if rh not in keys:
+            keys[rh] = {i: key_of("refine", rh, keys[gh][i], crf_digest[i]) for i in ids}
+        if eh not in keys:
+            keys[eh] = {i: key_of("evaluate", eh, keys[rh][i], gt_digest[i]) for i in ids}
+    return keys
+
+
+def _path_or_none(fn, image_id):
+    try:
+        return Path(fn(image_id))
+    except Exception:  # noqa: BLE001 - the stage that reads the image reports the error
+        return None
+
+
+def _plan_jobs(plan: Plan, keys: dict[str, dict[str, str]]) -> None:
+    on_error = plan.cfg["on_error"]
+    listings: dict[str, set[str]] = {}
+    order = [("labels", "lh"), ("gradcam", "gh"), ("refine", "rh"), ("evaluate", "eh")]
+    for run in plan.runs:
+        hashes = {"labels": run.labels, "gradcam": run.gradcam, "refine": run.refine, "evaluate": run.evaluate}
+        previous = None
+        for stage, _ in order:
+            h = hashes[stage]
+            if h in plan.stage_jobs:
+                previous = h
+                continue
+            jobs = []
+            # the job records are listed before the entries: a job writes its record after its last entry,
+            # so a record seen here has all its entries in the listing below (no false "stale record")
+            records = _names_in(Path(plan.job_output(_probe(stage, h))).parent)
+            listings[h] = listing(plan.stage_dir(stage, h)) if stage != "evaluate" else records
+            for shard, ids in plan.shards.items():
+                k = {i: keys[h][i] for i in ids}
+                name = job_name(shard, stage, h, on_error if stage == "evaluate" else None, [(i, k[i]) for i in ids])
+                if stage == "evaluate":
+                    missing = [] if f"{name}.npz" in listings[h] else list(ids)
+                else:
+                    missing = [i for i in ids if not is_done(listings[h], stage, k[i], on_error)]
+                upstream = plan.jobs[(previous, plan.stage_jobs[previous][len(jobs)].name)] if previous else None
+                job = StageJob(stage, h, shard, name, list(ids), k, upstream, missing)
+                job.recorded = Path(plan.job_output(job)).name in records
+                plan.jobs[(h, name)] = job
+                jobs.append(job)
+            plan.stage_jobs[h] = jobs
+            previous = h
+        if run.refine not in plan.views:
+            refine_jobs = plan.stage_jobs[run.refine]
+            plan.views[run.refine] = set_name("masks", run.refine, on_error, [j.name for j in refine_jobs])
+        eval_jobs = plan.stage_jobs[run.evaluate]
+        plan.eval_sets[run.evaluate] = set_name("evaluate", run.evaluate, on_error, [j.name for j in eval_jobs])
+
+
+def _names_in(folder: Path) -> set[str]:
+    try:
+        return set(os.listdir(folder))
+    except FileNotFoundError:
+        return set()
+
+
+def _probe(stage: str, stage_hash: str) -> StageJob:
+    return StageJob(stage, stage_hash, "", "probe", [], {}, None, [])
+
+
+def sync_job_records(plan: Plan) -> tuple[int, int]:
+    """Make each labels/gradcam/refine job record say the truth before Snakemake looks at it: a job whose
+    images all have results gets its record (so it is not planned: it has no work), and a record whose
+    images lack results (entries deleted by hand) is removed (so the job runs). Returns (written, removed)."""
+    written = removed = 0
+    for job in plan.jobs.values():
+        if job.stage == "evaluate":
+            continue
+        path = Path(plan.job_output(job))
+        if job.needed and job.recorded:
+            path.unlink(missing_ok=True)
+            job.recorded = False
+            removed += 1
+        elif not job.needed and not job.recorded:
+            write_manifest(path, job.stage, job.shard, job.ids, [], [])
+            job.recorded = True
+            written += 1
+    return written, removed
 
 
 def make_plan(raw_config: dict) -> Plan:
     cfg = normalise(raw_config)
     dataset = get_dataset(cfg)
     ids = ordered_ids(cfg, dataset)
-    shards = {shard_name(i): s for i, s in enumerate(make_shards(ids, cfg["shard_size"]))}
+    shards = {shard_name(i): s for i, s in enumerate(make_shards(ids, effective_shard_size(cfg)))}
     runs, table = plan_runs(cfg)
     out = str(Path(cfg["results"]) / cfg["dataset"])
-    return Plan(cfg, dataset, ids, shards, runs, table, out)
+    plan = Plan(cfg, dataset, ids, shards, runs, table, out)
+    digests = DigestCache(Path(out) / DIGEST_CACHE_NAME)
+    keys = _stage_keys(plan, digests)
+    digests.save()
+    _plan_jobs(plan, keys)
+    return plan
 
 
 def stage_logger(log_path: str | None, name: str) -> logging.Logger:

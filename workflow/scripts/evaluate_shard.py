@@ -1,8 +1,8 @@
-"""Rule evaluate_shard: the confusion matrix of one shard (logic in pnp_ovss.evaluate)."""
+"""Rule evaluate_shard: the confusion matrix of one shard job's images (logic in pnp_ovss.evaluate)."""
 from pathlib import Path
 
 from pnp_ovss.datasets import get_dataset
-from pnp_ovss.evaluate import evaluate_shard, save_shard
+from pnp_ovss.evaluate import evaluate_job, save_shard
 from pnp_ovss.protocols import get_protocol
 from pnp_ovss.workflow import stage_logger, write_params_yaml
 
@@ -11,7 +11,9 @@ log = stage_logger(sm.log[0], "evaluate")
 cfg = sm.config
 dataset = get_dataset(cfg)
 protocol = get_protocol(dataset.name, cfg["protocol"], dataset.vocabulary, cfg["mmseg_variant"])
-write_params_yaml(Path(sm.output[0]).parent, sm.params.stage)
-hist, n, skipped = evaluate_shard(dataset, protocol, list(sm.params.ids), Path(sm.input.masks), cfg["on_error"])
-log.info("%d images scored, %d skipped", n, len(skipped))
+write_params_yaml(Path(sm.output[0]).parent.parent, sm.params.stage)
+ids = list(sm.params.ids)
+hist, n, skipped = evaluate_job(dataset, protocol, ids, sm.params.work["upstream"], Path(sm.params.masks_dir),
+                                cfg["on_error"])
+log.info("evaluate %s: %d images scored, %d skipped", sm.params.work["shard"], n, len(skipped))
 save_shard(Path(sm.output[0]), hist, n, skipped)

@@ -10,7 +10,7 @@ log = stage_logger(sm.log[0], "report")
 out = Path(sm.output.chart).parent
 made = make_report_figures(
     get_dataset(sm.config),
-    [Path(p) for p in sm.input.masks],
+    [Path(str(sm.input.masks))],
     list(sm.params.ids),
     Path(sm.input.per_class),
     out,

@@ -7,8 +7,10 @@
 * A 401/403 stops at once with a message saying to set ``OPENAI_API_KEY``.
 * The key is read from ``OPENAI_API_KEY`` only, handed to the client and never logged, written or
   put in a message. ``OPENAI_BASE_URL`` is honoured by the client, so any compatible server works.
-* Every answer is written to a per-shard cache JSON (atomically) before the next request, so a crash
-  or a rerun never asks twice; a fully cached shard needs neither a key nor a network.
+* Every answer is written to the answer cache (one JSON file per question: model, temperature, prompt,
+  format and the image's bytes; atomically) before the next request, so a crash, a rerun, another limit,
+  shard layout or sweep never asks the same question twice; a fully cached shard needs neither a key nor
+  a network.
 * Tokens and the estimated cost are logged per shard.
 """
 
@@ -27,6 +29,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ..config import short_hash
 from ..errors import LabelError
+from ..identity import sha256_of_file
 from ..io import atomic_write_json
 from ..vocab import Vocabulary
 
@@ -285,41 +288,42 @@ def api_error_to_label_error(exc: Exception, image_id: str, key: str | None) -> 
     return LabelError(f"image {image_id}: OpenAI API error ({type(exc).__name__}: {redact(str(exc), key)[:300]})")
 
 
-# --- the per-shard cache -------------------------------------------------------------------------
+# --- the answer cache ----------------------------------------------------------------------------
 
 
 class AnswerCache:
-    """``{"answers": {image_id: {"request": fingerprint, "raw": str, "usage": {...}}}}`` in one JSON file.
+    """One file per question, ``<folder>/<question key>.json`` = ``{"image_id", "request", "raw", "usage"}``.
 
-    Each :meth:`put` rewrites the file atomically, so it always holds every answer received so far.
-    An answer is reused only for the same request fingerprint (model, temperature, prompt, format).
+    The question key covers the request fingerprint (model, temperature, prompt, format) and the sha256 of
+    the image's bytes, nothing else: no shard, hash or limit, so an answer outlives every run layout and
+    concurrent jobs never write the same file. Each :meth:`put` is atomic.
     """
 
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        self.answers = self._load()
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+        if self.folder.is_file():
+            raise LabelError(f"{self.folder}: expected the answer cache folder, found a file")
 
-    def _load(self) -> dict:
-        if not self.path.is_file():
-            return {}
+    def path(self, fingerprint: str, image_digest: str) -> Path:
+        return self.folder / f"{short_hash({'request': fingerprint, 'image': image_digest})}.json"
+
+    def get(self, fingerprint: str, image_digest: str) -> str | None:
+        path = self.path(fingerprint, image_digest)
+        if not path.is_file():
+            return None
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-            answers = data["answers"]
-            if not isinstance(answers, dict):
-                raise TypeError("answers is not an object")
-        except (ValueError, KeyError, TypeError) as exc:
-            raise LabelError(f"{self.path}: unreadable answer cache ({exc}); delete it to ask again") from None
-        return answers
-
-    def get(self, image_id: str, fingerprint: str) -> str | None:
-        entry = self.answers.get(image_id)
+            entry = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise LabelError(f"{path}: unreadable cached answer ({exc}); delete it to ask again") from None
         if isinstance(entry, dict) and entry.get("request") == fingerprint and isinstance(entry.get("raw"), str):
             return entry["raw"]
         return None
 
-    def put(self, image_id: str, fingerprint: str, raw: str, usage: Usage) -> None:
-        self.answers[image_id] = {"request": fingerprint, "raw": raw, "usage": usage.as_dict()}
-        atomic_write_json(self.path, {"answers": self.answers})
+    def put(self, image_id: str, fingerprint: str, image_digest: str, raw: str, usage: Usage) -> Path:
+        path = self.path(fingerprint, image_digest)
+        atomic_write_json(path, {"image_id": image_id, "request": fingerprint, "image_sha256": image_digest,
+                                 "raw": raw, "usage": usage.as_dict()})
+        return path
 
 
 # --- asking --------------------------------------------------------------------------------------
@@ -381,11 +385,12 @@ def query_answers(
     dataset,
     image_ids: list[str],
     settings: LiveSettings,
-    cache_path: str | os.PathLike,
+    cache_dir: str | os.PathLike,
     log: logging.Logger | None = None,
     client=None,
 ) -> dict[str, str]:
-    """Raw answers for ``image_ids``: from the cache, else asked one by one and cached before the next.
+    """Raw answers for ``image_ids``: from the answer cache folder, else asked one by one and cached
+    before the next.
 
     ``dataset`` provides ``.name``, ``.vocabulary`` and ``.image_path(id)``. The client is created
     only when something has to be asked.
@@ -394,19 +399,24 @@ def query_answers(
     template = prompt_template(settings.prompt, settings.json_schema)
     prompt = build_prompt(template, categories_text(dataset.name, dataset.vocabulary))
     fingerprint = request_fingerprint(settings, prompt)
-    cache = AnswerCache(cache_path)
+    cache = AnswerCache(cache_dir)
     answers: dict[str, str] = {}
     total = Usage()
     asked = 0
     for image_id in image_ids:
-        cached = cache.get(image_id, fingerprint)
+        image_path = dataset.image_path(image_id)
+        try:
+            digest = sha256_of_file(image_path)
+        except OSError as exc:
+            raise LabelError(f"image {image_id}: cannot read {image_path} ({exc})") from None
+        cached = cache.get(fingerprint, digest)
         if cached is not None:
             answers[image_id] = cached
             continue
         if client is None:
             client = make_client(settings.timeout, settings.max_retries)
-        raw, usage = ask_one(client, settings, prompt, dataset.image_path(image_id), image_id)
-        cache.put(image_id, fingerprint, raw, usage)
+        raw, usage = ask_one(client, settings, prompt, image_path, image_id)
+        cache.put(image_id, fingerprint, digest, raw, usage)
         answers[image_id] = raw
         total = total + usage
         asked += 1

@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 from ..errors import DatasetError, LabelError
+from ..cache import is_done, listing, read_labels_entry, write_labels_entry, write_manifest
 from ..io import atomic_write_json, read_json
 from .openai_live import LiveSettings, query_answers, structured_to_text
 from .parser import ParsedAnswer, answer_statistics
@@ -31,21 +32,16 @@ LOG = logging.getLogger(__name__)
 SOURCES = ("gpt4o_file", "gpt4o", "ground_truth", "list")
 
 
-def live_cache_path(cache_dir: str | os.PathLike, out_path: str | os.PathLike) -> Path:
-    """The per-shard answer cache of the live API, named after the shard (kept beside the outputs)."""
-    return Path(cache_dir) / f"{Path(out_path).stem}.gpt4o-answers.json"
-
-
 def labels_from_live_api(dataset, image_ids, params, options, out_path, cache_dir, log) -> dict[str, ParsedAnswer]:
     if cache_dir is None:
         raise LabelError("labels.source=gpt4o needs a cache folder for the answers (cache_dir)")
     settings = LiveSettings.from_options(params, options)
-    cache_path = live_cache_path(cache_dir, out_path)
+    cache_path = Path(cache_dir)
     answers = query_answers(dataset, image_ids, settings, cache_path, log)
     out = {}
     for image_id in image_ids:
         raw = answers[image_id]
-        where = f"image {image_id} (OpenAI answer cached in {cache_path})"
+        where = f"image {image_id} (OpenAI answer cached in {cache_path}/)"
         text = raw
         if settings.json_schema:
             try:
@@ -107,7 +103,7 @@ def run_labels_shard(
     """Choose the classes of ``image_ids`` and write the shard JSON atomically to ``out_path``.
 
     ``params``: ``config.labels_params(cfg)`` (hashed); ``options``: ``cfg['labels']`` (file, classes,
-    timeout, max_retries, ...); ``cache_dir``: work area for the live API's per-shard answer cache.
+    timeout, max_retries, ...); ``cache_dir``: the live API's answer cache folder (one file per question).
     """
     log = log or LOG
     results = select_labels(dataset, list(image_ids), params, options, out_path, cache_dir, log)
@@ -123,6 +119,49 @@ def run_labels_shard(
         stats["mean_kept"],
         out_path,
     )
+
+
+def run_labels_job(
+    dataset,
+    image_ids: list[str],
+    keys: dict[str, str],
+    params: dict,
+    options: dict,
+    stage_dir: str | os.PathLike,
+    answers_dir: str | os.PathLike | None,
+    manifest: str | os.PathLike,
+    shard: str = "",
+    log: logging.Logger | None = None,
+) -> list[str]:
+    """The labels of the images of a shard job that have no entry yet (``<stage_dir>/images/<key>.json``);
+    the others are reused. Writes the job's manifest; returns the ids computed."""
+    log = log or LOG
+    image_ids = list(image_ids)
+    names = listing(stage_dir)
+    todo = [i for i in image_ids if not is_done(names, "labels", keys[i], "fail")]
+    if todo:
+        results = select_labels(dataset, todo, params, options, None, answers_dir, log)
+        for image_id in todo:
+            write_labels_entry(stage_dir, keys[image_id], image_id, results[image_id].to_record(dataset.vocabulary))
+        stats = answer_statistics(list(results.values()))
+        log.info(
+            "labels (%s, %s): %d with no confident class, %d fallback, mean %.2f classes kept",
+            params["source"], params["mode"], stats["nothing_confident"], stats["fallback_used"], stats["mean_kept"],
+        )
+    log.info("labels %s: %d images computed, %d reused", shard, len(todo), len(image_ids) - len(todo))
+    write_manifest(manifest, "labels", shard, image_ids, todo, [])
+    return todo
+
+
+def read_label_entries(stage_dir: str | os.PathLike, keys: dict[str, str], image_ids) -> dict:
+    """``{image_id: {"selected": [...], "names": [...], ...}}`` from the per-image labels entries."""
+    out = {}
+    for image_id in image_ids:
+        try:
+            out[image_id] = read_labels_entry(stage_dir, keys[image_id])
+        except DatasetError as exc:
+            raise LabelError(f"image {image_id}: no labels entry ({exc})") from None
+    return out
 
 
 def read_labels_shard(path: str | os.PathLike) -> dict:
