@@ -7,7 +7,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from snakemake.utils import validate
 
 from pnp_ovss.config import coerce_to_schema, fold_dotted, load_schema
-from pnp_ovss.workflow import make_plan, plan_warnings, sync_job_records
+from pnp_ovss.workflow import make_plan, plan_summary, plan_warnings, sync_job_records
 
 # `--config refine="{threshold: 0.3}"` arrives with string leaves, and dotted keys (from a config file
 # or the API) are nested sections: normalise both before validating.
@@ -20,6 +20,7 @@ PLAN = make_plan(config)
 # a shard job whose images all have results is recorded as done here (so it is not planned); a record
 # whose results were deleted is removed (so its job runs again)
 sync_job_records(PLAN)
+logger.info(f"pnp-ovss: {plan_summary(PLAN)}")
 for _warning in plan_warnings(PLAN.cfg):
     logger.warning(f"pnp-ovss: {_warning}")
 OUT = PLAN.out

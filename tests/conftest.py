@@ -28,6 +28,14 @@ def mini_tree(tmp_path_factory):
     return root, ids
 
 
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """A tiny random BLIP checkpoint, built once for every workflow test."""
+    from pnp_ovss.model import write_tiny_model
+
+    return write_tiny_model(tmp_path_factory.mktemp("tiny") / "blip")
+
+
 @pytest.fixture
 def repo_copy(tmp_path):
     """A copy of the workflow files (Snakefile, rules, workflow, config, envs, profiles) in a temp dir."""

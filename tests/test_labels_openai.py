@@ -22,7 +22,7 @@ from PIL import Image
 from pnp_ovss.errors import LabelError
 from pnp_ovss.labels import openai_live
 from pnp_ovss.labels.openai_live import LiveSettings, categories_text, query_answers
-from pnp_ovss.labels.stage import live_cache_path, read_labels_shard, run_labels_shard
+from pnp_ovss.labels.stage import read_labels_shard, run_labels_shard
 from pnp_ovss.vocab import load_vocabulary
 
 SECRET_KEY = "sk-test-DO-NOT-LEAK-0123456789abcdef"
@@ -367,8 +367,8 @@ def test_a_crash_mid_shard_never_asks_twice(server, tmp_path):
     with pytest.raises(LabelError):
         run_labels_shard(ds, ds.image_ids(), params_for(ds), OPTIONS, out, tmp_path / "work", None)
     assert not out.exists()
-    cache = json.loads(live_cache_path(tmp_path / "work", out).read_text())
-    assert list(cache["answers"]) == ["x"]
+    cached = [json.loads(p.read_text()) for p in (tmp_path / "work").glob("*.json")]
+    assert [c["image_id"] for c in cached] == ["x"]  # one file per question, written before the next
     run_labels_shard(ds, ds.image_ids(), params_for(ds), OPTIONS, out, tmp_path / "work", None)
     asked = [p for p in server.image_payloads()]
     assert sorted(asked) == sorted(payload_of(ds, i) for i in ["x", "y", "z"])  # each image answered once

@@ -35,8 +35,8 @@ def test_interrupted_gpt4o_labels_rerun_never_asks_twice(repo_copy):
         answered = server.image_payloads()
         assert len(answered) == 6 and len(set(answered)) == 6  # six demo images, each asked exactly once
 
-        shard = next((repo_copy / "results" / "demo" / "labels").glob("*/shard-0000.json"))
-        images = json.loads(shard.read_text())["images"]
+        entries = [json.loads(p.read_text()) for p in (repo_copy / "results" / "demo" / "labels").glob("*/images/*.json")]
+        images = {e["image_id"]: e for e in entries}
         assert len(images) == 6 and all(v["raw"] == "[1: 'aeroplane'], [100%]" for v in images.values())
         assert all(v["selected"] == [1] for v in images.values())  # demo class 1 = sky
 

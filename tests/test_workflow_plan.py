@@ -36,7 +36,8 @@ def test_lint_is_clean(repo_copy):
 @pytest.mark.parametrize("dataset", ["voc", "psc", "ade20k", "coco_object", "coco_stuff"])
 def test_dry_run_plans_the_full_dag(repo_copy, mini_tree, dataset):
     root, ids = mini_tree
-    proc = run(["-n", "--cores", "2", "--config", f"dataset={dataset}", f"data_root={root}", "shard_size=3"], repo_copy)
+    proc = run(["-n", "--cores", "2", "--config", f"dataset={dataset}", f"data_root={root}", "shard_size=3",
+                "gradcam={batch_size: 3}"], repo_copy)
     counts = job_counts(proc.stdout)
     shards = -(-len(ids[dataset]) // 3)
     assert counts["labels"] == counts["gradcam"] == counts["refine"] == counts["evaluate_shard"] == shards

@@ -19,18 +19,10 @@ import pytest
 from PIL import Image
 
 from pnp_ovss.datasets.folder import demo_root
-from pnp_ovss.store import completed_ids
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    from pnp_ovss.model import write_tiny_model
-
-    return write_tiny_model(tmp_path_factory.mktemp("tiny") / "blip")
 
 
 def smk(cwd, *args, env=None, check=True):
@@ -79,13 +71,13 @@ def test_demo_end_to_end_writes_masks_tables_and_report_figures(demo_run):
     row = table.iloc[0]
     assert row["dataset"] == "demo" and row["n_images"] == 6 and row["n_skipped"] == 0
     assert 0 <= row["mIoU"] <= 100 and row["labels.source"] == "ground_truth" and row["refine.threshold"] == 0.15
-    masks = list((out / "masks").glob("*/shard-0000/*.png"))
+    masks = list((out / "masks").glob("*/set-*/*.png"))
     assert sorted(p.stem for p in masks) == sorted(p.stem for p in (demo_root() / "images").iterdir())
     with Image.open(masks[0]) as im:
         assert im.mode == "P" and im.size == (320, 240)
-    per_class = pd.read_csv(next(out.glob("eval/*/per_class_iou.csv")))
+    per_class = pd.read_csv(next(out.glob("eval/*/set-*/per_class_iou.csv")))
     assert per_class["scored"].sum() == 6
-    report = next(out.glob("report/*"))
+    report = next(out.glob("report/*/set-*"))
     assert (report / "per_class_iou.png").is_file() and len(list((report / "overlays").glob("*.png"))) == 6
     # every stage folder records its parameters
     for stage in ("labels", "gradcam", "masks", "eval"):
@@ -100,7 +92,7 @@ def test_rerun_with_nothing_changed_does_nothing(demo_run, tiny_model):
 def test_refine_change_reruns_only_refine_and_evaluate_and_changing_back_recomputes_nothing(demo_run, tiny_model):
     changed = ("--config", model_config(tiny_model), "refine={threshold: 0.3}")
     plan = planned(smk(demo_run, "-n", "--cores", "2", *changed))
-    assert plan.keys() <= {"refine", "evaluate_shard", "evaluate", "report_figures", "miou_table", "all"}
+    assert plan.keys() <= {"refine", "evaluate_shard", "evaluate", "masks", "report_figures", "miou_table", "all"}
     assert plan["refine"] == 1 and plan["evaluate"] == 1
     smk(demo_run, "--cores", "2", *changed)
     assert pd.read_csv(demo_run / "results" / "demo" / "miou.csv")["refine.threshold"].tolist() == [0.3]
@@ -198,9 +190,9 @@ def test_killed_job_resumes_to_the_same_tables_without_recomputing(repo_copy, tm
     logs_before = gradcam_logs(repo_copy / "results")
     # the killed job's declared output is gone (Snakemake deleted it) but its finished images are kept
     if stage == "gradcam":
-        kept = sum(len(completed_ids(w)) for w in results.glob("gradcam/*/work/shard-*/maps.zarr"))
+        kept = len(list(results.glob("gradcam/*/images/*.zarr")))
     else:
-        kept = len(list(results.glob("masks/*/work/shard-*/*.png")))
+        kept = len(list(results.glob("masks/*/images/*.png")))
     assert kept >= 2
     smk(repo_copy, *args)
     _compare(pd.read_csv(results / "miou.csv"), reference)
@@ -222,8 +214,7 @@ def test_killed_snakemake_resumes_after_unlock(repo_copy, tmp_path, tiny_model, 
     try:
         deadline = time.time() + 300
         while time.time() < deadline:
-            stores = list(results.glob("gradcam/*/work/shard-*/maps.zarr"))
-            if stores and any(len(completed_ids(s)) == 2 for s in stores):
+            if len(list(results.glob("gradcam/*/images/*.zarr"))) == 2:
                 break
             assert proc.poll() is None, "snakemake ended before it could be killed"
             time.sleep(0.2)
@@ -252,7 +243,7 @@ def test_unreadable_image_is_skipped_and_counted(repo_copy, tmp_path, tiny_model
     smk(repo_copy, *args, "on_error=skip")
     row = pd.read_csv(repo_copy / "results" / "folder" / "miou.csv").iloc[0]
     assert row["n_skipped"] == 1 and row["n_images"] == 11
-    skipped = pd.read_csv(next((repo_copy / "results" / "folder").glob("eval/*/skipped.csv")))
+    skipped = pd.read_csv(next((repo_copy / "results" / "folder").glob("eval/*/set-*/skipped.csv")))
     assert skipped["image_id"].tolist() == ["lake0"]
 
 
@@ -275,7 +266,7 @@ def test_benchmark_runs_end_to_end_from_the_authors_answers(repo_copy, mini_tree
     row = pd.read_csv(out / "miou.csv").iloc[0]
     assert row["n_images"] == len(ids[dataset]) and row["n_skipped"] == 0 and row["protocol"] == protocol
     assert row["labels.source"] == "gpt4o_file"
-    labels = json.loads(next(out.glob("labels/*/shard-0000.json")).read_text())["images"]
+    labels = {e["image_id"]: e for e in (json.loads(p.read_text()) for p in out.glob("labels/*/images/*.json"))}
     from pnp_ovss.labels.parser import parse_answer
     from pnp_ovss.vocab import load_vocabulary
 
@@ -284,7 +275,7 @@ def test_benchmark_runs_end_to_end_from_the_authors_answers(repo_copy, mini_tree
     for image_id, entry in labels.items():
         key = f"{int(image_id):012d}" if dataset.startswith("coco") else image_id
         assert entry["selected"] == parse_answer(raw[key], dataset, vocab, "faithful").selected
-    masks = list(out.glob("masks/*/shard-0000/*.png"))
+    masks = list(out.glob("masks/*/set-*/*.png"))
     assert len(masks) == len(ids[dataset])
     for m in masks:  # every predicted id is background or one of the image's selected classes
         assert set(np.unique(np.asarray(Image.open(m)))) <= {0, *labels[m.stem]["selected"]}

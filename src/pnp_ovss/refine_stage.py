@@ -212,8 +212,8 @@ def run_refine_job(
             labels = refine_one(dataset, open_store(store), image_id, params)
             write_label_png(entry_path(stage_dir, "refine", keys[image_id]), labels, dataset.palette)
             computed.append(image_id)
+            logger.info("computed %s (%.2f s)", image_id, time.perf_counter() - tic)
             after_image("refine", len(computed))
-            logger.debug("%s: %.2f s", image_id, time.perf_counter() - tic)
         except (PnpOvssError, ValueError, KeyError, OSError) as exc:
             if on_error != "skip":
                 logger.error("refine failed on %s: %s", image_id, exc)

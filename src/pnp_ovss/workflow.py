@@ -101,6 +101,13 @@ class Plan:
         except KeyError:
             raise KeyError(f"no job {name} for stage folder {stage_hash} in this configuration") from None
 
+    def image_key(self, stage_hash: str, image_id: str) -> str:
+        """An image's key at a stage folder (its entry is ``<stage folder>/images/<key>.<ext>``)."""
+        for job in self.stage_jobs[stage_hash]:
+            if image_id in job.keys:
+                return job.keys[image_id]
+        raise KeyError(f"{image_id}: not an image of this run")
+
     def job_output(self, job: StageJob) -> str:
         if job.stage == "evaluate":
             return f"{self.stage_dir(job.stage, job.stage_hash)}/shards/{job.name}.npz"
@@ -230,11 +237,11 @@ def _plan_jobs(plan: Plan, keys: dict[str, dict[str, str]]) -> None:
                 jobs.append(job)
             plan.stage_jobs[h] = jobs
             previous = h
-        if run.refine not in plan.views:
-            refine_jobs = plan.stage_jobs[run.refine]
-            plan.views[run.refine] = set_name("masks", run.refine, on_error, [j.name for j in refine_jobs])
-        eval_jobs = plan.stage_jobs[run.evaluate]
-        plan.eval_sets[run.evaluate] = set_name("evaluate", run.evaluate, on_error, [j.name for j in eval_jobs])
+        # a run's image set is named by its images and their keys, not by the shards: another shard_size
+        # gives the same masks folder and the same tables
+        ids = plan.image_ids
+        plan.views[run.refine] = set_name("masks", run.refine, on_error, [(i, keys[run.refine][i]) for i in ids])
+        plan.eval_sets[run.evaluate] = set_name("evaluate", run.evaluate, on_error, [(i, keys[run.evaluate][i]) for i in ids])
 
 
 def _names_in(folder: Path) -> set[str]:
@@ -266,6 +273,17 @@ def sync_job_records(plan: Plan) -> tuple[int, int]:
             job.recorded = True
             written += 1
     return written, removed
+
+
+def plan_summary(plan: Plan) -> str:
+    """One line: images in the run and, per stage, how many have a result and how many are to compute."""
+    parts = []
+    for stage in ("labels", "gradcam", "refine"):
+        todo = sum(len(j.missing) for h, js in plan.stage_jobs.items() for j in js if j.stage == stage)
+        total = sum(len(j.ids) for h, js in plan.stage_jobs.items() for j in js if j.stage == stage)
+        parts.append(f"{stage} {total - todo} reused / {todo} to compute")
+    folders = len(plan.stage_jobs)
+    return f"{len(plan.image_ids)} images in {len(plan.shards)} shards, {folders} stage folders: " + ", ".join(parts)
 
 
 def make_plan(raw_config: dict) -> Plan:

@@ -143,6 +143,7 @@ def run_labels_job(
         results = select_labels(dataset, todo, params, options, None, answers_dir, log)
         for image_id in todo:
             write_labels_entry(stage_dir, keys[image_id], image_id, results[image_id].to_record(dataset.vocabulary))
+            log.info("computed %s", image_id)
         stats = answer_statistics(list(results.values()))
         log.info(
             "labels (%s, %s): %d with no confident class, %d fallback, mean %.2f classes kept",
