@@ -91,6 +91,8 @@ def test_folder_run_follows_added_replaced_and_removed_photos(repo_copy, tmp_pat
     assert sorted(run_masks(out)) == sorted(set(DEMO) - {gone})
     table = pd.read_csv(out / "miou.csv")
     assert table["n_images"].tolist() == [5] and len(table) == 1
+    reports = list(out.glob("report/*/set-*"))
+    assert len(reports) == 1 and gone not in {p.stem for p in reports[0].glob("overlays/*.png")}
 
     # nothing changed: nothing planned
     assert nothing_planned(smk(repo_copy, "-n", *args))

@@ -297,21 +297,21 @@ def test_demo_workflow_through_slurm_profile(cluster, repo_copy, tmp_path):
     for path in mious:
         rel = path.relative_to(repo_copy)
         assert path.read_text() == (local / rel).read_text(), explain(f"{rel} differs from the local run")
-    per_class = sorted(results.glob("*/eval/*/per_class_iou.csv"))
+    per_class = sorted(results.glob("*/eval/*/set-*/per_class_iou.csv"))
     assert per_class, explain("no per_class_iou.csv")
     for path in per_class:
         rel = path.relative_to(repo_copy)
         assert path.read_text() == (local / rel).read_text(), explain(f"{rel} differs from the local run")
 
-    figures = sorted(p.relative_to(repo_copy) for p in results.glob("*/report/*/*.png"))
+    figures = sorted(p.relative_to(repo_copy) for p in results.glob("*/report/*/set-*/*.png"))
     assert figures, explain("no report figures")
-    assert figures == sorted(p.relative_to(local) for p in (local / "results").glob("*/report/*/*.png"))
+    assert figures == sorted(p.relative_to(local) for p in (local / "results").glob("*/report/*/set-*/*.png"))
 
     # every stage ran as SLURM jobs; gradcam on CPU (device: cpu) asked for no GPU
     by_rule = jobs_by_rule(cluster)
     for rule in ("labels", "gradcam", "refine", "evaluate_shard", "report_figures"):
         assert rule in by_rule, explain(f"no SLURM job for {rule}: {sorted(by_rule)}")
-    for rule in ("evaluate", "miou_table"):  # localrules: run by snakemake itself
+    for rule in ("evaluate", "masks", "miou_table"):  # localrules: run by snakemake itself
         assert rule not in by_rule, explain(f"{rule} was submitted: {by_rule[rule]}")
     for rule in ("labels", "gradcam", "refine", "evaluate_shard"):
         assert len(by_rule[rule]) == 2, explain(f"{rule}: expected one job per shard, got {by_rule[rule]}")

@@ -111,3 +111,14 @@ def write_manifest(path, stage: str, shard: str, ids: list[str], computed: list[
 
 def read_manifest(path) -> dict:
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def remove_other_sets(folder: str | os.PathLike, keep: str) -> list[str]:
+    """Remove the ``set-*`` folders of ``folder`` other than ``keep`` (views of earlier image sets; the
+    per-image results they showed stay in ``images/``). Returns the names removed."""
+    removed = []
+    for other in Path(folder).glob("set-*"):
+        if other.is_dir() and other.name != keep:
+            shutil.rmtree(other, ignore_errors=True)
+            removed.append(other.name)
+    return removed

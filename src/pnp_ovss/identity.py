@@ -97,13 +97,14 @@ def annotation_files(dataset, image_id: str, protocol: str) -> list[Path]:
     """The files an image's ground truth is read from under ``protocol`` (empty without ground truth)."""
     if not getattr(dataset, "has_ground_truth", False):
         return []
-    sources = getattr(dataset, "ground_truth_files", None)
-    if sources is not None:
-        return [Path(p) for p in sources(image_id, protocol)]
     try:
-        return [Path(dataset.annotation_path(image_id))]
-    except Exception:  # noqa: BLE001 - an adapter without a per-image file: the stage reports it
+        try:
+            path = dataset.annotation_path(image_id, protocol)  # COCO: another file per protocol
+        except TypeError:
+            path = dataset.annotation_path(image_id)
+    except Exception:  # noqa: BLE001 - no annotation for this image: the evaluation reports it
         return []
+    return [Path(path)] if path is not None else []
 
 
 def files_digest(digests: DigestCache, paths: list[Path]) -> str:

@@ -239,7 +239,7 @@ def build_masks_view(
     views of the same refine folder (earlier image sets) are removed: the maps themselves stay."""
     import shutil
 
-    from .cache import entry_path, read_skip
+    from .cache import entry_path, read_skip, remove_other_sets
 
     view_dir = Path(view_dir)
     tmp = view_dir.parent / f".{view_dir.name}.tmp"
@@ -262,7 +262,5 @@ def build_masks_view(
     if view_dir.exists():
         shutil.rmtree(view_dir)
     os.replace(tmp, view_dir)
-    for other in view_dir.parent.glob("set-*"):
-        if other.is_dir() and other.name != view_dir.name:
-            shutil.rmtree(other, ignore_errors=True)
+    remove_other_sets(view_dir.parent, view_dir.name)
     return len(image_ids) - len(skipped), skipped

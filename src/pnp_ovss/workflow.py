@@ -182,12 +182,14 @@ def _stage_keys(plan: Plan, digests: DigestCache) -> dict[str, dict[str, str]]:
         crf_digest[i] = None if crf == _path_or_none(dataset.image_path, i) else digests.digest(crf)
     gt_digest = {i: files_digest(digests, annotation_files(dataset, i, cfg["protocol"])) for i in ids}
     source = resolved_label_source(cfg)
+    # the ground-truth oracle reads the pnp ground truth whatever the scoring protocol
+    oracle = {i: files_digest(digests, annotation_files(dataset, i, "pnp")) if source == "ground_truth" else None
+              for i in ids}
     extra = _labels_extra(cfg, dataset, digests)
     keys: dict[str, dict[str, str]] = {}
     for run in plan.runs:
         lh, gh, rh, eh = run.labels, run.gradcam, run.refine, run.evaluate
         if lh not in keys:
-            oracle = {i: gt_digest[i] if source == "ground_truth" else None for i in ids}
             keys[lh] = {i: key_of("labels", lh, extra, i, image_digest[i], oracle[i]) for i in ids}
         if gh not in keys:
             batch = int(plan.table[gh]["batch_size"])
@@ -230,7 +232,7 @@ def _plan_jobs(plan: Plan, keys: dict[str, dict[str, str]]) -> None:
                     missing = [] if f"{name}.npz" in listings[h] else list(ids)
                 else:
                     missing = [i for i in ids if not is_done(listings[h], stage, k[i], on_error)]
-                upstream = plan.jobs[(previous, plan.stage_jobs[previous][len(jobs)].name)] if previous else None
+                upstream = plan.stage_jobs[previous][len(jobs)] if previous else None
                 job = StageJob(stage, h, shard, name, list(ids), k, upstream, missing)
                 job.recorded = Path(plan.job_output(job)).name in records
                 plan.jobs[(h, name)] = job

@@ -1,6 +1,7 @@
 """Rule report_figures: overlays, per-class IoU chart and run parameters (logic in pnp_ovss.report)."""
 from pathlib import Path
 
+from pnp_ovss.cache import remove_other_sets
 from pnp_ovss.datasets import get_dataset
 from pnp_ovss.report import make_report_figures, write_parameters_table
 from pnp_ovss.workflow import stage_logger
@@ -19,3 +20,5 @@ made = make_report_figures(
 Path(sm.output.overlays).mkdir(parents=True, exist_ok=True)
 write_parameters_table(dict(sm.params.run), sm.output.parameters)
 log.info("%d overlays, chart %s", len(made["overlays"]), made["iou_chart"])
+# the report of an earlier image set of the same parameters would show images no longer in the run
+remove_other_sets(out.parent, out.name)
