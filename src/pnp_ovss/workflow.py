@@ -87,7 +87,6 @@ class Plan:
 
     def run_parameters(self, evaluate_hash: str) -> dict:
         params = flat_run_parameters(self.table, self.run_of(evaluate_hash))
-        params["limit"] = self.cfg["limit"]
         params["image_set"] = self.eval_sets.get(evaluate_hash, "")
         return params
 
