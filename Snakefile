@@ -29,6 +29,7 @@ include: "rules/report.smk"
 localrules:
     all,
     evaluate,
+    latest,
     masks,
     miou_table,
 

@@ -6,7 +6,8 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from snakemake.utils import validate
 
-from pnp_ovss.config import coerce_to_schema, fold_dotted, load_schema
+from pnp_ovss.config import coerce_to_schema, fold_dotted, load_schema, normalise
+from pnp_ovss.model import check_model_choice
 from pnp_ovss.workflow import make_plan, plan_summary, plan_warnings, sync_job_records
 
 # `--config refine="{threshold: 0.3}"` arrives with string leaves, and dotted keys (from a config file
@@ -14,6 +15,8 @@ from pnp_ovss.workflow import make_plan, plan_summary, plan_warnings, sync_job_r
 _normalised = coerce_to_schema(fold_dotted(dict(config)), load_schema())
 config.clear()
 config.update(_normalised)
+# a bad value stops here with its key and what is allowed (ConfigError), before Snakemake's long report
+normalise(dict(config))
 validate(config, schema="../config/schema.yaml", set_default=True)
 
 PLAN = make_plan(config)
@@ -21,6 +24,9 @@ PLAN = make_plan(config)
 # whose results were deleted is removed (so its job runs again)
 sync_job_records(PLAN)
 logger.info(f"pnp-ovss: {plan_summary(PLAN)}")
+if any(job.needed for jobs in PLAN.stage_jobs.values() for job in jobs if job.stage == "gradcam"):
+    # the model directory and the image size are checked before any job is scheduled
+    check_model_choice(config["gradcam"]["model"], config["gradcam"]["image_size"])
 for _warning in plan_warnings(PLAN.cfg):
     logger.warning(f"pnp-ovss: {_warning}")
 OUT = PLAN.out
@@ -57,9 +63,11 @@ def masks_view(refine_hash):
 
 
 def final_targets():
-    """Per run: the evaluation tables and report figures where there is ground truth; always the masks
-    (one PNG per image, by name); plus the dataset-level miou.csv with one row per sweep combination."""
-    targets = [masks_view(h) for h in dict.fromkeys(run.refine for run in PLAN.runs)]
+    """Per run: the report (overlays, parameters; with ground truth the evaluation tables and the per-class
+    chart); the masks by image name (results/<dataset>/latest/); the dataset-level miou.csv with one row
+    per run (sweep combination) where there is ground truth."""
+    targets = [f"{OUT}/latest"]
+    targets += [f"{OUT}/report/{run.evaluate}/{PLAN.eval_sets[run.evaluate]}/parameters.csv" for run in PLAN.runs]
     if PLAN.evaluates:
         targets.append(f"{OUT}/miou.csv")
         targets += [f"{OUT}/report/{run.evaluate}/{PLAN.eval_sets[run.evaluate]}/per_class_iou.png" for run in PLAN.runs]

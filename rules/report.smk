@@ -1,38 +1,86 @@
-# Report: per run, overlays of a sample of images (prediction beside ground truth), the per-class IoU
-# bar chart and the run's parameters; `snakemake --report report.html` collects them.
+# Report: per run, overlays of a sample of images (prediction beside ground truth where there is one), the
+# per-class IoU bar chart (runs with ground truth) and the run's parameters; `snakemake --report report.html`
+# collects them. results/<dataset>/latest/ holds the masks of the current runs by image name.
+
+if PLAN.evaluates:
+
+    rule report_figures:
+        input:
+            per_class=f"{OUT}/eval/{{eh}}/{{view}}/per_class_iou.csv",
+            masks=lambda wc: masks_view(PLAN.upstream(wc.eh)),
+        output:
+            overlays=report(
+                directory(f"{OUT}/report/{{eh}}/{{view}}/overlays"),
+                patterns=["{name}.png"],
+                caption="../workflow/report/overlays.rst",
+                category="Overlays",
+                subcategory="run {eh}",
+            ),
+            chart=report(
+                f"{OUT}/report/{{eh}}/{{view}}/per_class_iou.png",
+                caption="../workflow/report/per_class_iou.rst",
+                category="Per-class IoU",
+                subcategory="run {eh}",
+            ),
+            parameters=report(
+                f"{OUT}/report/{{eh}}/{{view}}/parameters.csv",
+                caption="../workflow/report/parameters.rst",
+                category="Parameters",
+                subcategory="run {eh}",
+            ),
+        log:
+            f"{OUT}/logs/report/{{eh}}/{{view}}.log",
+        params:
+            run=lambda wc: PLAN.run_parameters(wc.eh),
+            ids=PLAN.image_ids,
+            samples=config["report"]["samples"],
+        conda:
+            "../envs/pnp-ovss.yaml"
+        script:
+            "../workflow/scripts/report.py"
+
+else:
+
+    rule report_figures:
+        input:
+            masks=lambda wc: masks_view(PLAN.upstream(wc.eh)),
+        output:
+            overlays=report(
+                directory(f"{OUT}/report/{{eh}}/{{view}}/overlays"),
+                patterns=["{name}.png"],
+                caption="../workflow/report/overlays.rst",
+                category="Overlays",
+                subcategory="run {eh}",
+            ),
+            parameters=report(
+                f"{OUT}/report/{{eh}}/{{view}}/parameters.csv",
+                caption="../workflow/report/parameters.rst",
+                category="Parameters",
+                subcategory="run {eh}",
+            ),
+        log:
+            f"{OUT}/logs/report/{{eh}}/{{view}}.log",
+        params:
+            run=lambda wc: PLAN.run_parameters(wc.eh),
+            ids=PLAN.image_ids,
+            samples=config["report"]["samples"],
+        conda:
+            "../envs/pnp-ovss.yaml"
+        script:
+            "../workflow/scripts/report.py"
 
 
-rule report_figures:
+rule latest:
     input:
-        per_class=f"{OUT}/eval/{{eh}}/{{view}}/per_class_iou.csv",
-        masks=lambda wc: masks_view(PLAN.upstream(wc.eh)),
+        [masks_view(h) for h in dict.fromkeys(run.refine for run in PLAN.runs)],
     output:
-        overlays=report(
-            directory(f"{OUT}/report/{{eh}}/{{view}}/overlays"),
-            patterns=["{name}.png"],
-            caption="../workflow/report/overlays.rst",
-            category="Overlays",
-            subcategory="run {eh}",
-        ),
-        chart=report(
-            f"{OUT}/report/{{eh}}/{{view}}/per_class_iou.png",
-            caption="../workflow/report/per_class_iou.rst",
-            category="Per-class IoU",
-            subcategory="run {eh}",
-        ),
-        parameters=report(
-            f"{OUT}/report/{{eh}}/{{view}}/parameters.csv",
-            caption="../workflow/report/parameters.rst",
-            category="Parameters",
-            subcategory="run {eh}",
-        ),
+        directory(f"{OUT}/latest"),
     log:
-        f"{OUT}/logs/report/{{eh}}/{{view}}.log",
+        f"{OUT}/logs/latest.log",
     params:
-        run=lambda wc: PLAN.run_parameters(wc.eh),
-        ids=PLAN.image_ids,
-        samples=config["report"]["samples"],
+        runs=lambda wc: {masks_view(run.refine): PLAN.run_label(run) for run in PLAN.runs},
+        parameters=lambda wc: {PLAN.run_label(run): PLAN.run_parameters(run.evaluate) for run in PLAN.runs},
     conda:
         "../envs/pnp-ovss.yaml"
     script:
-        "../workflow/scripts/report.py"
+        "../workflow/scripts/latest.py"

@@ -66,3 +66,45 @@ def test_conda_env_lists_the_same_packages_as_pyproject():
     env = yaml.safe_load((ROOT / "envs" / "pnp-ovss.yaml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     assert sorted(pip) == sorted(deps)
+
+
+@pytest.mark.parametrize(
+    "override,words",
+    [
+        ("refine={threshold: -1}", ["refine.threshold", "-1 is less than the minimum of 0"]),
+        ("refine={threshold: [0.1, 2]}", ["refine.threshold.1", "2 is greater than the maximum of 1"]),
+        ("refine={crf_iterations: -3}", ["refine.crf_iterations", "minimum of 0"]),
+        ("refine={bilateral_srgb: 0}", ["refine.bilateral_srgb", "less than or equal to the minimum of 0"]),
+        ("gradcam={drop_iter: 0}", ["gradcam.drop_iter", "minimum of 1"]),
+        ("labels={min_probability: 120}", ["labels.min_probability", "maximum of 100"]),
+        ("shard_size=0", ["shard_size", "minimum of 1"]),
+    ],
+)
+def test_out_of_range_values_stop_the_parse_with_the_key(repo_copy, override, words):
+    proc = run(["-n", "--cores", "1", "--config", override], repo_copy, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and all(w in out for w in words), out[-2000:]
+    assert not (repo_copy / "results" / "demo" / "logs").exists()  # no job started
+
+
+def test_model_directory_and_image_size_are_checked_before_any_job(repo_copy, tiny_model, tmp_path):
+    missing = run(["-n", "--cores", "1", "--config", "gradcam={model: ./no-such-blip}"], repo_copy, check=False)
+    out = missing.stdout + missing.stderr
+    assert missing.returncode != 0 and "no-such-blip: gradcam.model is not an existing directory" in out
+    assert "pnp-ovss tiny-model ./no-such-blip" in out and "hf download" not in out
+    empty = tmp_path / "empty-model"
+    empty.mkdir()
+    proc = run(["-n", "--cores", "1", "--config", f"gradcam={{model: {empty}}}"], repo_copy, check=False)
+    assert proc.returncode != 0 and "without config.json" in proc.stdout + proc.stderr
+    proc = run(["-n", "--cores", "1", "--config", f"gradcam={{model: {tiny_model}, image_size: 330}}"], repo_copy,
+               check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "image_size 330 is not a multiple of the patch size 16" in out and "336" in out
+    run(["-n", "--cores", "1", "--config", f"gradcam={{model: {tiny_model}, image_size: 336}}"], repo_copy)
+
+
+def test_an_empty_class_name_is_refused(repo_copy, tmp_path):
+    proc = run(["-n", "--cores", "1", "--config", "dataset=folder", f"images={tmp_path}", "classes=person,,flag"],
+               repo_copy, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "name 2 of 3 in 'person,,flag' is empty" in out

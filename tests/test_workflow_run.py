@@ -23,6 +23,7 @@ from pnp_ovss.datasets.folder import demo_root
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+DEMO_IDS = [p.stem for p in (demo_root() / "images").iterdir()]
 
 
 def smk(cwd, *args, env=None, check=True):
@@ -92,15 +93,21 @@ def test_rerun_with_nothing_changed_does_nothing(demo_run, tiny_model):
 def test_refine_change_reruns_only_refine_and_evaluate_and_changing_back_recomputes_nothing(demo_run, tiny_model):
     changed = ("--config", model_config(tiny_model), "refine={threshold: 0.3}")
     plan = planned(smk(demo_run, "-n", "--cores", "2", *changed))
-    assert plan.keys() <= {"refine", "evaluate_shard", "evaluate", "masks", "report_figures", "miou_table", "all"}
+    assert plan.keys() <= {"refine", "evaluate_shard", "evaluate", "masks", "latest", "report_figures", "miou_table", "all"}
     assert plan["refine"] == 1 and plan["evaluate"] == 1
     smk(demo_run, "--cores", "2", *changed)
     assert pd.read_csv(demo_run / "results" / "demo" / "miou.csv")["refine.threshold"].tolist() == [0.3]
     # back to the default: every stage output exists already, only the one-line table is re-assembled
     plan = planned(smk(demo_run, "-n", "--cores", "2", "--config", model_config(tiny_model)))
-    assert plan.keys() <= {"miou_table", "all"}
+    assert plan.keys() <= {"miou_table", "latest", "all"}
     smk(demo_run, "--cores", "2", "--config", model_config(tiny_model))
-    assert pd.read_csv(demo_run / "results" / "demo" / "miou.csv")["refine.threshold"].tolist() == [0.15]
+    out = demo_run / "results" / "demo"
+    assert pd.read_csv(out / "miou.csv")["refine.threshold"].tolist() == [0.15]
+    # the ledger keeps both runs; latest/ holds the current run's masks by image name
+    assert sorted(pd.read_csv(out / "runs.csv")["refine.threshold"]) == [0.15, 0.3]
+    assert sorted(p.stem for p in (out / "latest").glob("*.png")) == sorted(DEMO_IDS)
+    latest = pd.read_csv(out / "latest" / "parameters.csv").set_index("parameter")["value"]
+    assert latest["refine.threshold"] == "0.15"
 
 
 def test_sweep_of_three_thresholds_gives_three_rows_from_one_gradcam(demo_run, tiny_model):
@@ -111,6 +118,28 @@ def test_sweep_of_three_thresholds_gives_three_rows_from_one_gradcam(demo_run, t
     table = pd.read_csv(demo_run / "results" / "demo" / "miou.csv")
     assert sorted(table["refine.threshold"]) == [0.1, 0.15, 0.3]
     assert table["gradcam.hash"].nunique() == 1 and table["refine.hash"].nunique() == 3
+    latest = demo_run / "results" / "demo" / "latest"
+    assert sorted(p.name for p in latest.iterdir() if p.is_dir()) == ["threshold=0.1", "threshold=0.15", "threshold=0.3"]
+    assert all(len(list((latest / d).glob("*.png"))) == 6 for d in ("threshold=0.1", "threshold=0.3"))
+    # a row per run evaluated so far, each once (0.15 and 0.3 were evaluated before)
+    assert sorted(pd.read_csv(demo_run / "results" / "demo" / "runs.csv")["refine.threshold"]) == [0.1, 0.15, 0.3]
+
+
+def test_folder_without_annotations_gets_masks_by_name_and_a_prediction_report(repo_copy, tiny_model):
+    classes = ",".join((demo_root() / "classes.txt").read_text().split())
+    args = ("--cores", "2", "--config", "dataset=folder", f"images={demo_root() / 'images'}", f"classes={classes}",
+            model_config(tiny_model))
+    smk(repo_copy, *args)
+    out = repo_copy / "results" / "folder"
+    assert sorted(p.stem for p in (out / "latest").glob("*.png")) == sorted(DEMO_IDS)
+    assert not (out / "miou.csv").exists()  # nothing to score against
+    overlays = list(out.glob("report/*/set-*/overlays/*.png"))
+    assert sorted(p.stem for p in overlays) == sorted(DEMO_IDS)
+    with Image.open(overlays[0]) as im:  # the prediction panel only: as wide as the image
+        assert im.size[0] == 320
+    smk(repo_copy, "--cores", "1", *args[2:], "--report", "report.html")
+    html = (repo_copy / "report.html").read_text(errors="replace")
+    assert "lake.png" in html and "parameters.csv" in html
 
 
 def test_report_html_contains_the_overlays(demo_run, tiny_model):

@@ -155,3 +155,28 @@ def concat_csv(paths: list[Path], out: Path) -> None:
     """One table from several one-row CSVs (the sweep's miou.csv)."""
     frames = [pd.read_csv(p) for p in paths]
     atomic_write_text(out, pd.concat(frames, ignore_index=True).to_csv(index=False))
+
+
+LEDGER_KEY = ("evaluate.hash", "image_set")
+
+
+def append_ledger(paths: list[Path], ledger: Path) -> int:
+    """Add the rows of the one-row run tables ``paths`` to ``ledger`` (``runs.csv``: every run ever evaluated,
+    with its parameters and when it was evaluated); a run already there (same evaluation hash and image set)
+    is not added twice, and no row is ever removed. Returns the number of rows added."""
+    from datetime import datetime, timezone
+
+    ledger = Path(ledger)
+    old = pd.read_csv(ledger) if ledger.is_file() else pd.DataFrame(columns=["evaluated_at", *LEDGER_KEY])
+    seen = {tuple(str(v) for v in row) for row in old[list(LEDGER_KEY)].itertuples(index=False)}
+    new = []
+    for p in paths:
+        row = pd.read_csv(p).iloc[0].to_dict()
+        if tuple(str(row.get(k)) for k in LEDGER_KEY) in seen:
+            continue
+        stamp = datetime.fromtimestamp(Path(p).stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
+        new.append({"evaluated_at": stamp, **row})
+    if new:
+        table = pd.concat([old, pd.DataFrame(new)], ignore_index=True) if len(old) else pd.DataFrame(new)
+        atomic_write_text(ledger, table.to_csv(index=False))
+    return len(new)

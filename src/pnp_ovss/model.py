@@ -7,8 +7,10 @@ found is a :class:`ModelError` naming the model id and ``HF_HUB_OFFLINE``.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -35,6 +37,12 @@ def resolve_device(device: str) -> torch.device:
 
 
 def _offline_hint(model_id: str, exc: Exception) -> ModelError:
+    if not looks_like_hub_id(model_id):
+        return ModelError(
+            f"cannot load model {model_id!r}: no checkpoint directory there (looked in "
+            f"{Path(model_id).expanduser().absolute()}); check the path, or write a test model with "
+            f"`pnp-ovss tiny-model {model_id}`"
+        )
     offline = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or "unset"
     return ModelError(
         f"cannot load model {model_id!r}: it is neither a local model directory nor in the Hugging Face cache, "
@@ -42,6 +50,64 @@ def _offline_hint(model_id: str, exc: Exception) -> ModelError:
         f"`hf download {model_id}` (or unset HF_HUB_OFFLINE), or pass a local directory; for an offline test "
         f"model see `pnp-ovss tiny-model DIR`. ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
     )
+
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def looks_like_hub_id(model: str) -> bool:
+    """``org/name`` (as every BLIP checkpoint on the Hub) and not an existing path."""
+    return bool(HUB_ID.match(str(model))) and not Path(str(model)).expanduser().exists()
+
+
+def check_model_choice(model: str, image_size: int) -> int | None:
+    """Parse-time check of ``gradcam.model`` and ``gradcam.image_size`` without loading anything: a local
+    directory must exist and hold a checkpoint (config.json and weights); the image size must be a multiple
+    of the checkpoint's patch size, read from its config.json (local, or already in the Hugging Face cache).
+    Returns the patch size when it could be read."""
+    path = Path(str(model)).expanduser()
+    config_file = None
+    if path.is_dir():
+        config_file = path / "config.json"
+        if not config_file.is_file():
+            raise ModelError(
+                f"{path}: gradcam.model is a local directory without config.json; expected a saved "
+                f"BlipForImageTextRetrieval checkpoint (save_pretrained), or write a test model with "
+                f"`pnp-ovss tiny-model {model}`"
+            )
+        if not any((path / name).is_file() for name in WEIGHT_FILES):
+            raise ModelError(f"{path}: gradcam.model holds no weights ({' or '.join(WEIGHT_FILES[::2])})")
+    elif path.exists():
+        raise ModelError(f"{path}: gradcam.model is a file; expected a checkpoint directory or a Hub id")
+    elif not looks_like_hub_id(str(model)):
+        raise ModelError(
+            f"{model}: gradcam.model is not an existing directory (looked in {path.absolute()}) nor a Hugging Face "
+            f"id like Salesforce/blip-itm-large-flickr; check the path, or write a test model there with "
+            f"`pnp-ovss tiny-model {model}`"
+        )
+    else:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(str(model), "config.json")
+            config_file = Path(cached) if isinstance(cached, str) else None
+        except Exception:  # noqa: BLE001 - no cache information: the job checks when it loads the model
+            config_file = None
+    if config_file is None:
+        return None
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+        patch = int((config.get("vision_config") or {}).get("patch_size", 16))
+    except (OSError, ValueError, TypeError) as exc:
+        raise ModelError(f"{config_file}: unreadable model config ({exc})") from None
+    if image_size % patch:
+        nearest = max(patch, round(image_size / patch) * patch)
+        raise ModelError(
+            f"gradcam.image_size {image_size} is not a multiple of the patch size {patch} of {model}; "
+            f"use e.g. {nearest}"
+        )
+    return patch
 
 
 def _is_local(model_id_or_dir) -> bool:

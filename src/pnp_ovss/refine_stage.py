@@ -264,3 +264,33 @@ def build_masks_view(
     os.replace(tmp, view_dir)
     remove_other_sets(view_dir.parent, view_dir.name)
     return len(image_ids) - len(skipped), skipped
+
+
+def build_latest(views: dict[Path, str], parameters: dict[str, dict], out_dir: str | os.PathLike) -> list[Path]:
+    """``out_dir`` = the current runs' masks by image name, whatever the hashes: ``<out_dir>/<image>.png``
+    for a single run, ``<out_dir>/<label>/<image>.png`` per run of a sweep (label = the swept values, e.g.
+    ``threshold=0.1``); each folder also gets ``parameters.csv`` (the run's parameters) and the view's
+    ``skipped.csv``. Files are hard links to the per-image maps. Built beside and renamed into place."""
+    import shutil
+
+    from .report import write_parameters_table
+
+    out_dir = Path(out_dir)
+    tmp = out_dir.parent / f".{out_dir.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    folders = []
+    for view, label in views.items():
+        target = tmp / label if label else tmp
+        target.mkdir(parents=True, exist_ok=True)
+        for src in sorted(Path(view).iterdir()):
+            if src.suffix in (".png", ".csv"):
+                try:
+                    os.link(src, target / src.name)
+                except OSError:
+                    shutil.copy2(src, target / src.name)
+        write_parameters_table(parameters[label], target / "parameters.csv")
+        folders.append(out_dir / label if label else out_dir)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
+    return folders

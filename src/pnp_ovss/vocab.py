@@ -109,14 +109,20 @@ def vocabulary_from_spec(spec) -> Vocabulary:
     if spec is None:
         raise ConfigError("the folder dataset needs 'classes' (a list, 'cat,sofa,lamp', or a file with one class per line)")
     if isinstance(spec, (list, tuple)):
-        names = [str(s).strip() for s in spec if str(s).strip()]
+        names = [str(s).strip() for s in spec]
     elif isinstance(spec, str) and Path(spec).is_file():
         return parse_class_lines(Path(spec).read_text(encoding="utf-8"), spec)
     elif isinstance(spec, str):
-        names = [s.strip() for s in spec.split(",") if s.strip()]
+        names = [s.strip() for s in spec.split(",")]
     else:
         raise ConfigError(f"classes: expected a list or a string, got {type(spec).__name__}")
-    if not names:
+    empty = [k for k, name in enumerate(names, 1) if not name]
+    if empty and len(empty) < len(names):
+        raise ConfigError(
+            f"classes: name {empty[0]} of {len(names)} in {spec!r} is empty (two commas in a row, or a comma at "
+            "an end?); give every class a name"
+        )
+    if not names or len(empty) == len(names):
         raise ConfigError("classes: no class names given")
     if len(set(names)) != len(names):
         raise ConfigError(f"classes: duplicate names in {names}")

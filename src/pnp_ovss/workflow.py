@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from .cache import STAGE_FOLDER, is_done, listing, write_manifest
-from .config import Run, flat_run_parameters, normalise, plan_runs, resolve_fixes, resolved_label_source
+from .config import SWEEPABLE, Run, flat_run_parameters, normalise, plan_runs, resolve_fixes, resolved_label_source
 from .datasets import Dataset, get_dataset
 from .identity import (
     DIGEST_CACHE_NAME,
@@ -99,6 +99,17 @@ class Plan:
             return self.jobs[(stage_hash, name)]
         except KeyError:
             raise KeyError(f"no job {name} for stage folder {stage_hash} in this configuration") from None
+
+    def run_label(self, run: Run) -> str:
+        """A run's folder name under latest/: the values of the swept keys (``threshold=0.1``), or ``""``
+        when the config sweeps nothing."""
+        parts = []
+        for section, keys in SWEEPABLE.items():
+            for key in keys:
+                if isinstance(self.cfg[section][key], list):
+                    stage = "gradcam" if section == "gradcam" else "refine"
+                    parts.append(f"{key}={self.table[getattr(run, stage)][key]}")
+        return ",".join(parts)
 
     def image_key(self, stage_hash: str, image_id: str) -> str:
         """An image's key at a stage folder (its entry is ``<stage folder>/images/<key>.<ext>``)."""
