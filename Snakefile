@@ -41,3 +41,32 @@ rule all:
 
 
 report: "workflow/report/workflow.rst"
+
+
+onsuccess:
+    from pnp_ovss.summary import skipped_summary, write_last_run
+
+    # `snakemake --report report.html --configfile results/last-run.yaml` makes this run's report
+    write_last_run(config, Path(config["results"]) / "last-run.yaml")
+
+    _skipped = skipped_summary(
+        [f"{OUT}/latest/{PLAN.run_label(run)}/skipped.csv".replace("//", "/") for run in PLAN.runs]
+    )
+    if _skipped:
+        print(f"pnp-ovss: {_skipped}")
+
+
+onerror:
+    from pnp_ovss.summary import failure_lines
+
+    _text = ""
+    for _log in [log] if isinstance(log, str) else list(log):
+        try:
+            _text += Path(_log).read_text(errors="replace")
+        except OSError:
+            pass
+    _lines = failure_lines(_text, config["on_error"], Path(workflow.basedir))
+    if _lines:
+        print("pnp-ovss: why the run stopped (one line per failed job):")
+        for _line in _lines:
+            print(f"  {_line}")

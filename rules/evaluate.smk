@@ -5,7 +5,7 @@
 
 rule evaluate_shard:
     input:
-        masks=lambda wc: ancient(PLAN.upstream_output(wc.eh, wc.job)),
+        masks=lambda wc: PLAN.upstream_output(wc.eh, wc.job),
     output:
         f"{OUT}/eval/{{eh}}/shards/{{job}}.npz",
     log:

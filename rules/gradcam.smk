@@ -5,7 +5,7 @@
 
 rule gradcam:
     input:
-        labels=lambda wc: ancient(PLAN.upstream_output(wc.gh, wc.job)),
+        labels=lambda wc: PLAN.upstream_output(wc.gh, wc.job),
     output:
         f"{OUT}/gradcam/{{gh}}/jobs/{{job}}.json",
     log:

@@ -5,7 +5,7 @@
 
 rule refine:
     input:
-        gradcam=lambda wc: ancient(PLAN.upstream_output(wc.rh, wc.job)),
+        gradcam=lambda wc: PLAN.upstream_output(wc.rh, wc.job),
     output:
         f"{OUT}/masks/{{rh}}/jobs/{{job}}.json",
     log:
@@ -28,7 +28,7 @@ rule refine:
 
 rule masks:
     input:
-        lambda wc: ancient(PLAN.all_jobs(wc.rh)),
+        lambda wc: PLAN.all_jobs(wc.rh),
     output:
         directory(f"{OUT}/masks/{{rh}}/{{view}}"),
     log:
