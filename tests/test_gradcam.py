@@ -345,3 +345,40 @@ def test_layer_and_head_are_checked(tiny):
         gradcam_batch(model, tok, random_pixels(1, 160, 0), [["cat"]], dict(FAITHFUL, layer=13))
     with pytest.raises(ValueError, match="head 12"):
         gradcam_batch(model, tok, random_pixels(1, 160, 0), [["cat"]], dict(FAITHFUL, head=12))
+
+
+def test_clean_captions_keep_the_spaces_of_class_names(tiny):
+    _, tok = tiny
+    released = tokenize_captions(tok, [["potted plant", "dog"]])
+    kept = tokenize_captions(tok, [["potted plant", "dog"]], keep_spaces=True)
+    assert released.captions == ["A picture of pottedplant dog"]
+    assert kept.captions == ["A picture of potted plant dog"]
+    # the class span covers the pieces of every word of the name
+    assert kept.piece_counts == [[len(tok.tokenize("potted")) + len(tok.tokenize("plant")), 1]]
+    n = kept.piece_counts[0][0]
+    assert tok.convert_ids_to_tokens(kept.input_ids[0, 4 : 4 + n].tolist()) == tok.tokenize("potted plant")
+
+
+def test_keep_spaces_follows_mode_and_dataset():
+    from pnp_ovss.config import gradcam_params, labels_params, normalise, resolve_fixes
+
+    assert resolve_fixes(normalise({"dataset": "voc"}))["keep_spaces"] is False
+    assert resolve_fixes(normalise({"dataset": "voc", "mode": "clean"}))["keep_spaces"] is True
+    assert resolve_fixes(normalise({"dataset": "folder", "images": "x", "classes": "a b"}))["keep_spaces"] is True
+    off = normalise({"dataset": "folder", "images": "x", "classes": "a b", "fixes": {"keep_spaces": False}})
+    assert resolve_fixes(off)["keep_spaces"] is False
+    # off, the stage parameters (and hashes) are those of earlier versions; on, both stages say so
+    voc = normalise({"dataset": "voc"})
+    assert "keep_spaces" not in labels_params(voc) and "keep_spaces" not in gradcam_params(voc, voc["gradcam"], "h")
+    clean = normalise({"dataset": "voc", "mode": "clean"})
+    assert labels_params(clean)["keep_spaces"] is True and gradcam_params(clean, clean["gradcam"], "h")["keep_spaces"]
+
+
+def test_labels_records_name_classes_as_the_caption_will():
+    from pnp_ovss.labels.parser import parse_answer
+    from pnp_ovss.vocab import load_vocabulary
+
+    vocab = load_vocabulary("coco_object")
+    answer = parse_answer("[10: traffic light], [90]", "coco_object", vocab, "faithful")
+    assert answer.to_record(vocab)["names"] == ["trafficlight"]
+    assert answer.to_record(vocab, keep_spaces=True)["names"] == ["traffic light"]

@@ -29,6 +29,7 @@ def test_segment_writes_label_and_overlay_pngs(tmp_path):
         with Image.open(out / f"{name}_overlay.png") as ov:
             assert ov.size[0] == 320 and ov.size[1] > 240  # the legend strip below the photo
     assert str(out / "lake_overlay.png") in proc.stdout
+    assert "pnp-ovss segment: mode clean" in proc.stderr  # segment says which mode it runs
 
 
 def test_segment_rejects_a_sweep_and_a_missing_image(tmp_path):

@@ -25,10 +25,13 @@ FIX_NAMES = (
     "mean_last_class",
     "no_fallback_class",
     "always_background",
+    "keep_spaces",
 )
 GRADCAM_FIXES = ("normalize_ade", "exclude_sep_rows", "mean_last_class")
 REFINE_FIXES = ("single_count_first_iteration", "lookup_relabel", "nan_guard", "always_background")
 LABELS_FIXES = ("no_fallback_class",)
+#: in the labels and gradcam parameters only when on (see _optional_switches)
+OPTIONAL_FIXES = ("keep_spaces",)
 
 SWEEPABLE = {
     "gradcam": ("layer", "head", "drop_iter"),
@@ -166,10 +169,19 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
 
 
 def resolve_fixes(cfg: dict) -> dict[str, bool]:
-    """Effective quirk switches: an explicit true/false wins, null follows the mode."""
+    """Effective quirk switches: an explicit true/false wins, null follows the mode (``keep_spaces`` is also
+    on for the user's own classes, ``dataset: folder`` and ``pnp-ovss segment``)."""
     clean = cfg["mode"] == "clean"
     given = cfg.get("fixes") or {}
-    return {name: (clean if given.get(name) is None else bool(given[name])) for name in FIX_NAMES}
+    default = {name: clean for name in FIX_NAMES}
+    default["keep_spaces"] = clean or cfg.get("dataset") == "folder"
+    return {name: (default[name] if given.get(name) is None else bool(given[name])) for name in FIX_NAMES}
+
+
+def _optional_switches(fixes: dict[str, bool]) -> dict[str, bool]:
+    """Switches added after stage hashes existed appear in a stage's parameters only when on, so that turning
+    them off leaves every earlier result's hash (and so its reuse) as it was."""
+    return {name: True for name in OPTIONAL_FIXES if fixes[name]}
 
 
 def short_hash(obj) -> str:
@@ -214,6 +226,7 @@ def labels_params(cfg: dict) -> dict:
         "source": source,
         "min_probability": lab["min_probability"],
         **{k: fixes[k] for k in LABELS_FIXES},
+        **_optional_switches(fixes),
     }
     if cfg["dataset"] == "folder":
         p["classes"] = cfg["classes"]
@@ -241,6 +254,7 @@ def gradcam_params(cfg: dict, combo: dict, labels_hash: str) -> dict:
         "batch_size": g["batch_size"],
         "autocast": g["autocast"],
         **{k: fixes[k] for k in GRADCAM_FIXES},
+        **_optional_switches(fixes),
     }
 
 

@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 
 from .model import enc_token_id
-from .vocab import CAPTION_PREFIX, caption_for, text_name
+from .vocab import CAPTION_PREFIX, caption_for, caption_word
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class CaptionTokens:
         return CaptionTokens(self.input_ids.to(device), self.attention_mask.to(device), self.piece_counts, self.captions)
 
 
-def class_piece_counts(tokenizer, names: list[str]) -> list[int]:
+def class_piece_counts(tokenizer, names: list[str], keep_spaces: bool = False) -> list[int]:
     """Word pieces of each class name as it appears in the caption (spaces/hyphens removed).
 
     The caption is whitespace-separated, so its pieces are the concatenation of each word's pieces. For the
@@ -98,19 +98,21 @@ def class_piece_counts(tokenizer, names: list[str]) -> list[int]:
     walk over ``##`` pieces (§4.5) assumes; counting per name gives the same grouping and stays right for
     user class names with punctuation.
     """
-    counts = [len(tokenizer.tokenize(text_name(n))) for n in names]
+    counts = [len(tokenizer.tokenize(caption_word(n, keep_spaces))) for n in names]
     for n, c in zip(names, counts):
         if c == 0:
             raise ValueError(f"class name {n!r} gives no word pieces")
     return counts
 
 
-def tokenize_captions(tokenizer, class_names: list[list[str]], pad_to: int | None = None) -> CaptionTokens:
+def tokenize_captions(
+    tokenizer, class_names: list[list[str]], pad_to: int | None = None, keep_spaces: bool = False
+) -> CaptionTokens:
     """One caption per image, ``"A picture of " + names``; padded to the batch's longest (``pad_to=None``)
     or to ``pad_to`` tokens; token 0 ([CLS]) replaced by [ENC] as BLIP's ITM does."""
     if any(len(n) == 0 for n in class_names):
         raise ValueError("every image needs at least one class for its caption")
-    captions = [caption_for(n) for n in class_names]
+    captions = [caption_for(n, keep_spaces) for n in class_names]
     if pad_to is None:
         enc = tokenizer(captions, padding="longest", truncation=True, max_length=MAX_TEXT_LEN, return_tensors="pt")
     else:
@@ -118,7 +120,7 @@ def tokenize_captions(tokenizer, class_names: list[list[str]], pad_to: int | Non
     prefix = len(tokenizer.tokenize(CAPTION_PREFIX.strip()))
     if prefix != PREFIX_ROWS:
         raise ValueError(f"the tokenizer splits {CAPTION_PREFIX.strip()!r} into {prefix} pieces, expected {PREFIX_ROWS}")
-    counts = [class_piece_counts(tokenizer, names) for names in class_names]
+    counts = [class_piece_counts(tokenizer, names, keep_spaces) for names in class_names]
     lengths = enc["attention_mask"].sum(1).tolist()
     for cap, c, n in zip(captions, counts, lengths):
         if n != 1 + PREFIX_ROWS + sum(c) + 1:
@@ -364,7 +366,7 @@ def gradcam_batch(model, tokenizer, pixel_values: torch.Tensor, class_names: lis
     ``drop_iter``, ``drop_patches``, ``exclude_sep_rows``, ``mean_last_class``, ``autocast``.
     """
     device = model_device(model)
-    tokens = tokenize_captions(tokenizer, class_names).to(device)
+    tokens = tokenize_captions(tokenizer, class_names, keep_spaces=bool(params.get("keep_spaces", False))).to(device)
     layer, head = int(params["layer"]), int(params["head"])
     check_layer_head(model, layer, head)
     autocast = params.get("autocast", "none")

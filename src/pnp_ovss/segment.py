@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import tempfile
 from pathlib import Path
 
@@ -79,7 +80,14 @@ def segment(image_paths: list[Path], classes: str, out_dir: Path, args: argparse
     return written
 
 
+MODE_NOTE = {
+    "clean": "mode clean: every quirk of the released code fixed (--mode faithful reproduces them)",
+    "faithful": "mode faithful: the released code's quirks reproduced (ALGORITHM.md §10; --mode clean fixes them)",
+}
+
+
 def _cmd_segment(args: argparse.Namespace) -> int:
+    print(f"pnp-ovss segment: {MODE_NOTE[args.mode]}", file=sys.stderr)
     written = segment([Path(p) for p in args.images], args.classes, Path(args.out), args)
     for p in written:
         print(p)

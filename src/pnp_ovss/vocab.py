@@ -18,9 +18,15 @@ def text_name(name: str) -> str:
     return re.sub(r"[\s\-]+", "", name)
 
 
-def caption_for(names: list[str]) -> str:
+def caption_word(name: str, keep_spaces: bool = False) -> str:
+    """A class name as it goes into the caption: the released rule (spaces and hyphens removed, §1.2) or,
+    with ``keep_spaces`` (clean mode, folder, segment), the name as written with its whitespace collapsed."""
+    return " ".join(name.split()) if keep_spaces else text_name(name)
+
+
+def caption_for(names: list[str], keep_spaces: bool = False) -> str:
     """``"A picture of " + " ".join(names)`` with each name in its caption form."""
-    return CAPTION_PREFIX + " ".join(text_name(n) for n in names)
+    return CAPTION_PREFIX + " ".join(caption_word(n, keep_spaces) for n in names)
 
 
 @dataclass(frozen=True)
@@ -55,8 +61,8 @@ class Vocabulary:
     def name(self, class_id: int) -> str:
         return self.names[self.index_of(class_id)]
 
-    def caption_name(self, class_id: int) -> str:
-        return text_name(self.name(class_id))
+    def caption_name(self, class_id: int, keep_spaces: bool = False) -> str:
+        return caption_word(self.name(class_id), keep_spaces)
 
     def id_of_name(self, name: str) -> int:
         """Dataset id of a class name (exact, then case/space/hyphen-insensitive)."""

@@ -294,8 +294,10 @@ def plan_summary(plan: Plan) -> str:
         todo = sum(len(j.missing) for h, js in plan.stage_jobs.items() for j in js if j.stage == stage)
         total = sum(len(j.ids) for h, js in plan.stage_jobs.items() for j in js if j.stage == stage)
         parts.append(f"{stage} {total - todo} reused / {todo} to compute")
-    folders = len(plan.stage_jobs)
-    return f"{len(plan.image_ids)} images in {len(plan.shards)} shards, {folders} stage folders: " + ", ".join(parts)
+    return (
+        f"mode {plan.cfg['mode']}, {len(plan.image_ids)} images in {len(plan.shards)} shards, {len(plan.runs)} "
+        f"run(s): " + ", ".join(parts)
+    )
 
 
 def make_plan(raw_config: dict) -> Plan:

@@ -82,13 +82,13 @@ class ParsedAnswer:
         """Selected classes that come from the answer (the fallback class excluded)."""
         return [] if self.fallback_used else list(self.selected)
 
-    def to_record(self, vocab: Vocabulary) -> dict:
-        """The per-image entry of a labels shard (docs/ARCHITECTURE.md)."""
+    def to_record(self, vocab: Vocabulary, keep_spaces: bool = False) -> dict:
+        """The per-image entry of a labels shard (docs/ARCHITECTURE.md); ``names`` in their caption form."""
         return {
             "raw": self.raw,
             "parsed": [[int(i), p] for i, p in self.parsed],
             "selected": [int(i) for i in self.selected],
-            "names": [vocab.caption_name(i) for i in self.selected],
+            "names": [vocab.caption_name(i, keep_spaces) for i in self.selected],
         }
 
 

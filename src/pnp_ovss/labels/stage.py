@@ -88,7 +88,8 @@ def select_labels(dataset, image_ids, params, options, out_path=None, cache_dir=
 
 
 def shard_document(params: dict, results: dict[str, ParsedAnswer], vocab) -> dict:
-    return {"params": params, "images": {image_id: r.to_record(vocab) for image_id, r in results.items()}}
+    keep = bool(params.get("keep_spaces", False))
+    return {"params": params, "images": {image_id: r.to_record(vocab, keep) for image_id, r in results.items()}}
 
 
 def run_labels_shard(
@@ -142,7 +143,7 @@ def run_labels_job(
     if todo:
         results = select_labels(dataset, todo, params, options, None, answers_dir, log)
         for image_id in todo:
-            write_labels_entry(stage_dir, keys[image_id], image_id, results[image_id].to_record(dataset.vocabulary))
+            write_labels_entry(stage_dir, keys[image_id], image_id, results[image_id].to_record(dataset.vocabulary, bool(params.get("keep_spaces", False))))
             log.info("computed %s", image_id)
         stats = answer_statistics(list(results.values()))
         log.info(
