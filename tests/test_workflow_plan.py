@@ -108,3 +108,13 @@ def test_an_empty_class_name_is_refused(repo_copy, tmp_path):
                repo_copy, check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "name 2 of 3 in 'person,,flag' is empty" in out
+
+
+def test_class_names_unknown_to_the_tokenizer_are_named_at_parse(repo_copy, tiny_model, tmp_path):
+    from pnp_ovss.datasets.folder import demo_root
+
+    proc = run(["-n", "--cores", "1", "--config", "dataset=folder", f"images={demo_root() / 'images'}",
+                "classes=sky,キツネ", f"gradcam={{model: {tiny_model}}}"], repo_copy)
+    out = proc.stdout + proc.stderr
+    assert "class 'キツネ': every word piece is unknown to the tokenizer" in out and "'[UNK]'" in out
+    assert "class 'sky'" not in out

@@ -142,6 +142,15 @@ def test_folder_without_annotations_gets_masks_by_name_and_a_prediction_report(r
     assert "lake.png" in html and "parameters.csv" in html
 
 
+def test_report_of_the_last_run_needs_no_retyped_overrides(demo_run):
+    # the last run was the three-threshold sweep with the tiny model: no --config here
+    last = demo_run / "results" / "last-run.yaml"
+    assert "snakemake --report report.html --configfile" in last.read_text()
+    smk(demo_run, "--cores", "1", "--report", "last.html", "--configfile", str(last))
+    html = (demo_run / "last.html").read_text(errors="replace")
+    assert "per_class_iou.png" in html and "lake.png" in html
+
+
 def test_report_html_contains_the_overlays(demo_run, tiny_model):
     smk(demo_run, "--cores", "1", "--config", model_config(tiny_model), "--report", "report.html")
     html = (demo_run / "report.html").read_text(errors="replace")
@@ -266,14 +275,28 @@ def test_unreadable_image_is_skipped_and_counted(repo_copy, tmp_path, tiny_model
     broken.write_bytes(broken.read_bytes()[:200])
     args = folder_args(data, tiny_model)
     failed = smk(repo_copy, *args, check=False)
-    assert failed.returncode != 0 and "lake0.png: unreadable or truncated image" in (
-        failed.stdout + failed.stderr + "".join(p.read_text() for p in (repo_copy / "results").rglob("*.log"))
-    )
-    smk(repo_copy, *args, "on_error=skip")
+    assert failed.returncode != 0
+    # the end of the console says why, in one line per failed job, and what to do
+    tail = "\n".join(failed.stderr.splitlines()[-8:])
+    assert "pnp-ovss: why the run stopped" in tail and "lake0.png: unreadable or truncated image" in tail
+    assert "--config on_error=skip" in tail
+    skipping = smk(repo_copy, *args, "on_error=skip")
+    assert "pnp-ovss: 1 image(s) skipped" in skipping.stdout + skipping.stderr
+    assert "folder/latest/skipped.csv" in skipping.stdout + skipping.stderr
     row = pd.read_csv(repo_copy / "results" / "folder" / "miou.csv").iloc[0]
     assert row["n_skipped"] == 1 and row["n_images"] == 11
     skipped = pd.read_csv(next((repo_copy / "results" / "folder").glob("eval/*/set-*/skipped.csv")))
     assert skipped["image_id"].tolist() == ["lake0"]
+
+
+def test_offline_missing_model_ends_with_its_advice(repo_copy):
+    env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    failed = smk(repo_copy, "--cores", "1", "--config", "gradcam={model: pnp-ovss-tests/no-such-blip, device: cpu}",
+                 env=env, check=False)
+    assert failed.returncode != 0
+    tail = "\n".join(failed.stderr.splitlines()[-8:])
+    assert "gradcam: ModelError: cannot load model 'pnp-ovss-tests/no-such-blip'" in tail
+    assert "hf download pnp-ovss-tests/no-such-blip" in tail
 
 
 # --- the five benchmarks, labelled from the authors' GPT-4o files ---------------------------------------

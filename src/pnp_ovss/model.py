@@ -110,6 +110,32 @@ def check_model_choice(model: str, image_size: int) -> int | None:
     return patch
 
 
+def unknown_piece_warnings(model: str, names: list[str], keep_spaces: bool = False) -> list[str]:
+    """One warning per class name that the model's tokenizer turns (partly) into its unknown token, saying
+    what the model will see. Reads the tokenizer from a local checkpoint or the Hugging Face cache only;
+    returns nothing when it is not available offline."""
+    from .vocab import caption_word
+
+    try:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(model), local_files_only=True)
+    except Exception:  # noqa: BLE001 - no tokenizer at hand: nothing to check before the job
+        return []
+    unk = tokenizer.unk_token
+    out = []
+    for name in names:
+        pieces = tokenizer.tokenize(caption_word(name, keep_spaces))
+        if unk in pieces:
+            what = "every word piece" if all(p == unk for p in pieces) else "part of it"
+            out.append(
+                f"class {name!r}: {what} is unknown to the tokenizer of {model}; the model sees "
+                f"{' '.join(pieces)!r}, which cannot be told apart from other unknown words — name the class in "
+                f"words the tokenizer knows (the BLIP tokenizer: English, Latin letters)"
+            )
+    return out
+
+
 def _is_local(model_id_or_dir) -> bool:
     return Path(str(model_id_or_dir)).expanduser().is_dir()
 
