@@ -124,6 +124,17 @@ def compute_batch(
     return results
 
 
+def compute_and_log(dataset, todo, labels, params, model, tokenizer, skipped, log) -> dict[str, ImageGradcam]:
+    """:func:`compute_batch`, logging ``computed <id>`` for each image through the model and why any was skipped."""
+    results = compute_batch(dataset, todo, labels, params, model, tokenizer, skipped)
+    for image_id in todo:
+        if image_id in results:
+            log.info("computed %s", image_id)
+        else:
+            log.warning("skipped %s: %s", image_id, skipped[image_id])
+    return results
+
+
 def publish_store(work_store: Path, out_dir: Path) -> Path:
     """Move the finished store into ``out_dir/maps.zarr`` with one rename (copy + rename across devices)."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -187,12 +198,7 @@ def run_gradcam_shard(
                 continue
             if model is None:
                 model, tokenizer = cached_model(str(params["model"]), int(params["image_size"]), device)
-            results = compute_batch(dataset, todo, labels, params, model, tokenizer, skipped)
-            for image_id in todo:
-                if image_id in results:
-                    log.info("computed %s", image_id)
-                else:
-                    log.warning("skipped %s: %s", image_id, skipped[image_id])
+            results = compute_and_log(dataset, todo, labels, params, model, tokenizer, skipped, log)
             written = []
             for image_id in batch:
                 if image_id in done or image_id not in results:
@@ -272,12 +278,7 @@ def run_gradcam_job(
             if model is None:
                 model, tokenizer = cached_model(str(params["model"]), int(params["image_size"]), device)
             skipped: dict[str, str] | None = {} if on_error == "skip" else None
-            results = compute_batch(dataset, todo, labels, params, model, tokenizer, skipped)
-            for image_id in todo:
-                if image_id in results:
-                    log.info("computed %s", image_id)
-                else:
-                    log.warning("skipped %s: %s", image_id, skipped[image_id])
+            results = compute_and_log(dataset, todo, labels, params, model, tokenizer, skipped, log)
             for image_id in batch:
                 if image_id in done:
                     continue

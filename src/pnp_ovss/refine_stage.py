@@ -76,6 +76,17 @@ def _detach_log(attached) -> None:
     handler.close()
 
 
+def refine_failure(exc: Exception, image_id: str, on_error: str, logger: logging.Logger) -> str:
+    """An image that failed to refine: re-raised naming the image (``on_error: fail``), else its reason."""
+    if on_error != "skip":
+        logger.error("refine failed on %s: %s", image_id, exc)
+        if isinstance(exc, PnpOvssError):
+            raise type(exc)(f"image {image_id}: {exc}") from exc
+        raise exc
+    logger.warning("skipped %s: %s", image_id, exc)
+    return str(exc)
+
+
 def publish_folder(work_dir: Path, out_dir: Path) -> None:
     """Move the finished work folder to ``out_dir`` with one rename (an empty ``out_dir`` is replaced)."""
     if out_dir.exists():
@@ -145,13 +156,8 @@ def run_refine_shard(
                 after_image("refine", written)
                 logger.debug("%s: %.2f s", image_id, time.perf_counter() - tic)
             except (PnpOvssError, ValueError, KeyError, OSError) as exc:
-                if on_error != "skip":
-                    logger.error("refine failed on %s: %s", image_id, exc)
-                    if isinstance(exc, PnpOvssError):
-                        raise type(exc)(f"image {image_id}: {exc}") from exc
-                    raise
-                skipped.append({"image_id": image_id, "stage": "refine", "reason": str(exc)})
-                logger.warning("skipped %s: %s", image_id, exc)
+                reason = refine_failure(exc, image_id, on_error, logger)
+                skipped.append({"image_id": image_id, "stage": "refine", "reason": reason})
         elapsed = time.perf_counter() - started
         logger.info("refined %d images in %.1f s (%.2f s/image), %d skipped", written, elapsed,
                     elapsed / max(written, 1), len(skipped))
@@ -215,14 +221,8 @@ def run_refine_job(
             logger.info("computed %s (%.2f s)", image_id, time.perf_counter() - tic)
             after_image("refine", len(computed))
         except (PnpOvssError, ValueError, KeyError, OSError) as exc:
-            if on_error != "skip":
-                logger.error("refine failed on %s: %s", image_id, exc)
-                if isinstance(exc, PnpOvssError):
-                    raise type(exc)(f"image {image_id}: {exc}") from exc
-                raise
-            write_skip(stage_dir, keys[image_id], image_id, "refine", str(exc))
+            write_skip(stage_dir, keys[image_id], image_id, "refine", refine_failure(exc, image_id, on_error, logger))
             skipped.append(image_id)
-            logger.warning("skipped %s: %s", image_id, exc)
     elapsed = time.perf_counter() - started
     logger.info("refined %d images in %.1f s (%.2f s/image)", len(computed), elapsed, elapsed / max(len(computed), 1))
     reused = len(image_ids) - len(computed) - len(skipped)
