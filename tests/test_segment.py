@@ -16,7 +16,7 @@ def test_segment_writes_label_and_overlay_pngs(tmp_path):
     images = [demo_root() / "images" / "lake.png", demo_root() / "images" / "beach.png"]
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, "-m", "pnp_ovss.cli", "segment", *map(str, images), "--classes", "sky,water,grass,sand",
+        [sys.executable, "-m", "pnp_ovss.cli", "segment", *map(str, images), "--classes", "sky,water,grass,sand,キツネ",
          "--out", str(out), "--model", str(model), "--device", "cpu", "--set", "refine.threshold=0.2"],
         capture_output=True, text=True, timeout=300,
     )
@@ -25,11 +25,12 @@ def test_segment_writes_label_and_overlay_pngs(tmp_path):
         with Image.open(out / f"{name}.png") as im:
             assert im.mode == "P" and im.size == (320, 240)
             labels = np.asarray(im)
-        assert set(np.unique(labels)) <= {0, 1, 2, 3, 4}
+        assert set(np.unique(labels)) <= {0, 1, 2, 3, 4, 5}
         with Image.open(out / f"{name}_overlay.png") as ov:
             assert ov.size[0] == 320 and ov.size[1] > 240  # the legend strip below the photo
     assert str(out / "lake_overlay.png") in proc.stdout
     assert "pnp-ovss segment: mode clean" in proc.stderr  # segment says which mode it runs
+    assert "warning: class 'キツネ': every word piece is unknown to the tokenizer" in proc.stderr
 
 
 def test_segment_rejects_a_sweep_and_a_missing_image(tmp_path):

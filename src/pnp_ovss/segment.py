@@ -50,8 +50,14 @@ def segment(image_paths: list[Path], classes: str, out_dir: Path, args: argparse
     from .refine_stage import run_refine_shard
     from .report import overlay
 
+    from .config import resolve_fixes
+    from .model import unknown_piece_warnings
+
     cfg = segment_config(classes, args)
     dataset = Files(image_paths, vocabulary_from_spec(classes))
+    keep = resolve_fixes(cfg)["keep_spaces"]
+    for warning in unknown_piece_warnings(cfg["gradcam"]["model"], list(dataset.vocabulary.names), keep):
+        print(f"pnp-ovss segment: warning: {warning}", file=sys.stderr)
     ids = dataset.image_ids()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
