@@ -53,7 +53,7 @@ onsuccess:
         [f"{OUT}/latest/{PLAN.run_label(run)}/skipped.csv".replace("//", "/") for run in PLAN.runs]
     )
     if _skipped:
-        print(f"pnp-ovss: {_skipped}")
+        print(f"pnp-ovss: {_skipped}", file=sys.stderr)
 
 
 onerror:
@@ -67,6 +67,7 @@ onerror:
             pass
     _lines = failure_lines(_text, config["on_error"], Path(workflow.basedir))
     if _lines:
-        print("pnp-ovss: why the run stopped (one line per failed job):")
+        # on stderr, with Snakemake's own messages, so that it is the end of the console
+        print("pnp-ovss: why the run stopped (one line per failed job):", file=sys.stderr)
         for _line in _lines:
-            print(f"  {_line}")
+            print(f"  {_line}", file=sys.stderr)
