@@ -2,72 +2,47 @@
 # per-class IoU bar chart (runs with ground truth) and the run's parameters; `snakemake --report report.html`
 # collects them. results/<dataset>/latest/ holds the masks of the current runs by image name.
 
-if PLAN.evaluates:
+_REPORT_INPUTS = {"masks": lambda wc: masks_view(PLAN.upstream(wc.eh))}
+_REPORT_OUTPUTS = {
+    "overlays": report(
+        directory(f"{OUT}/report/{{eh}}/{{view}}/overlays"),
+        patterns=["{name}.png"],
+        caption="../workflow/report/overlays.rst",
+        category="Overlays",
+        subcategory="run {eh}",
+    ),
+    "parameters": report(
+        f"{OUT}/report/{{eh}}/{{view}}/parameters.csv",
+        caption="../workflow/report/parameters.rst",
+        category="Parameters",
+        subcategory="run {eh}",
+    ),
+}
+if PLAN.evaluates:  # with ground truth: the per-class IoU chart of the run's evaluation
+    _REPORT_INPUTS["per_class"] = f"{OUT}/eval/{{eh}}/{{view}}/per_class_iou.csv"
+    _REPORT_OUTPUTS["chart"] = report(
+        f"{OUT}/report/{{eh}}/{{view}}/per_class_iou.png",
+        caption="../workflow/report/per_class_iou.rst",
+        category="Per-class IoU",
+        subcategory="run {eh}",
+    )
 
-    rule report_figures:
-        input:
-            per_class=f"{OUT}/eval/{{eh}}/{{view}}/per_class_iou.csv",
-            masks=lambda wc: masks_view(PLAN.upstream(wc.eh)),
-        output:
-            overlays=report(
-                directory(f"{OUT}/report/{{eh}}/{{view}}/overlays"),
-                patterns=["{name}.png"],
-                caption="../workflow/report/overlays.rst",
-                category="Overlays",
-                subcategory="run {eh}",
-            ),
-            chart=report(
-                f"{OUT}/report/{{eh}}/{{view}}/per_class_iou.png",
-                caption="../workflow/report/per_class_iou.rst",
-                category="Per-class IoU",
-                subcategory="run {eh}",
-            ),
-            parameters=report(
-                f"{OUT}/report/{{eh}}/{{view}}/parameters.csv",
-                caption="../workflow/report/parameters.rst",
-                category="Parameters",
-                subcategory="run {eh}",
-            ),
-        log:
-            f"{OUT}/logs/report/{{eh}}/{{view}}.log",
-        params:
-            run=lambda wc: PLAN.run_parameters(wc.eh),
-            ids=PLAN.image_ids,
-            samples=config["report"]["samples"],
-        conda:
-            "../envs/pnp-ovss.yaml"
-        script:
-            "../workflow/scripts/report.py"
 
-else:
-
-    rule report_figures:
-        input:
-            masks=lambda wc: masks_view(PLAN.upstream(wc.eh)),
-        output:
-            overlays=report(
-                directory(f"{OUT}/report/{{eh}}/{{view}}/overlays"),
-                patterns=["{name}.png"],
-                caption="../workflow/report/overlays.rst",
-                category="Overlays",
-                subcategory="run {eh}",
-            ),
-            parameters=report(
-                f"{OUT}/report/{{eh}}/{{view}}/parameters.csv",
-                caption="../workflow/report/parameters.rst",
-                category="Parameters",
-                subcategory="run {eh}",
-            ),
-        log:
-            f"{OUT}/logs/report/{{eh}}/{{view}}.log",
-        params:
-            run=lambda wc: PLAN.run_parameters(wc.eh),
-            ids=PLAN.image_ids,
-            samples=config["report"]["samples"],
-        conda:
-            "../envs/pnp-ovss.yaml"
-        script:
-            "../workflow/scripts/report.py"
+rule report_figures:
+    input:
+        **_REPORT_INPUTS,
+    output:
+        **_REPORT_OUTPUTS,
+    log:
+        f"{OUT}/logs/report/{{eh}}/{{view}}.log",
+    params:
+        run=lambda wc: PLAN.run_parameters(wc.eh),
+        ids=PLAN.image_ids,
+        samples=config["report"]["samples"],
+    conda:
+        "../envs/pnp-ovss.yaml"
+    script:
+        "../workflow/scripts/report.py"
 
 
 rule latest:

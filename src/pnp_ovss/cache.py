@@ -9,7 +9,6 @@ the sweep.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -35,12 +34,17 @@ def skip_path(stage_dir: str | os.PathLike, key: str) -> Path:
     return entries_dir(stage_dir) / f"{key}{SKIPPED}"
 
 
-def listing(stage_dir: str | os.PathLike) -> set[str]:
-    """Names in the stage's entry folder (one directory read instead of a stat per image)."""
+def names_in(folder: str | os.PathLike) -> set[str]:
+    """The names in a folder (none when it does not exist): one directory read instead of a stat per file."""
     try:
-        return set(os.listdir(entries_dir(stage_dir)))
+        return set(os.listdir(folder))
     except FileNotFoundError:
         return set()
+
+
+def listing(stage_dir: str | os.PathLike) -> set[str]:
+    """Names in the stage's entry folder."""
+    return names_in(entries_dir(stage_dir))
 
 
 def is_done(names: set[str], stage: str, key: str, on_error: str) -> bool:
@@ -107,10 +111,6 @@ def write_manifest(path, stage: str, shard: str, ids: list[str], computed: list[
             "reused": len(ids) - len(computed) - len(skipped),
         },
     )
-
-
-def read_manifest(path) -> dict:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
 def remove_other_sets(folder: str | os.PathLike, keep: str) -> list[str]:

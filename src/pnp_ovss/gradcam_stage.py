@@ -29,6 +29,7 @@ from .io import atomic_write_text, skipped_csv_text
 from .gradcam import ImageGradcam, gradcam_batch, preprocess_image, uses_released_ade_input
 from .io import open_rgb
 from .model import load_blip
+from .ordering import batches_of
 from .store import ImageMaps, completed_ids, mark_complete, open_store, write_image_maps
 from .vocab import caption_for
 
@@ -39,13 +40,6 @@ STORE_NAME = "maps.zarr"
 def cached_model(model_id: str, image_size: int, device: str):
     """One model per process (a shard job loads it once)."""
     return load_blip(model_id, image_size=image_size, device=device)
-
-
-def batches_of(ids: list[str], size: int) -> list[list[str]]:
-    """Consecutive runs of ``size`` images in the given order (the released DataLoader batches)."""
-    if size < 1:
-        raise ValueError("batch_size must be >= 1")
-    return [ids[i : i + size] for i in range(0, len(ids), size)]
 
 
 def images_to_compute(batch: list[str], done: set[str], batch_dependent: bool) -> list[str]:

@@ -22,6 +22,7 @@ import os
 from pathlib import Path
 
 from .io import atomic_write_json
+from .ordering import batches_of
 
 MISSING = "missing"
 DIGEST_CACHE_NAME = ".digests.json"
@@ -109,13 +110,6 @@ def annotation_files(dataset, image_id: str, protocol: str) -> list[Path]:
 
 def files_digest(digests: DigestCache, paths: list[Path]) -> str:
     return key_of(*[digests.digest(p) for p in paths]) if paths else MISSING
-
-
-def batches_of(ids: list[str], size: int) -> list[list[str]]:
-    """Consecutive runs of ``size`` images in the given order (the released DataLoader batches)."""
-    if size < 1:
-        raise ValueError("batch_size must be >= 1")
-    return [ids[i : i + size] for i in range(0, len(ids), size)]
 
 
 def gradcam_keys(

@@ -21,5 +21,12 @@ def make_shards(ids: list[str], shard_size: int) -> list[list[str]]:
     return [ids[i : i + shard_size] for i in range(0, len(ids), shard_size)]
 
 
+def batches_of(ids: list[str], size: int) -> list[list[str]]:
+    """Consecutive runs of ``size`` images in the given order (the released DataLoader batches)."""
+    if size < 1:
+        raise ValueError("batch_size must be >= 1")
+    return [ids[i : i + size] for i in range(0, len(ids), size)]
+
+
 def shard_name(index: int) -> str:
     return f"shard-{index:04d}"

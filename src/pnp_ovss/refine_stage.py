@@ -231,6 +231,16 @@ def run_refine_job(
     return computed
 
 
+def link_or_copy(src: Path, dst: Path) -> None:
+    """A hard link (no copy of the bytes), or a copy where the file system has none."""
+    import shutil
+
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 def build_masks_view(
     image_ids: list[str], keys: dict[str, str], masks_dir: str | os.PathLike, view_dir: str | os.PathLike
 ) -> tuple[int, list[dict]]:
@@ -249,10 +259,7 @@ def build_masks_view(
     for image_id in image_ids:
         src = entry_path(masks_dir, "refine", keys[image_id])
         if src.is_file():
-            try:
-                os.link(src, tmp / f"{image_id}.png")
-            except OSError:
-                shutil.copy2(src, tmp / f"{image_id}.png")
+            link_or_copy(src, tmp / f"{image_id}.png")
             continue
         record = read_skip(masks_dir, keys[image_id])
         if record is None:
@@ -284,10 +291,7 @@ def build_latest(views: dict[Path, str], parameters: dict[str, dict], out_dir: s
         target.mkdir(parents=True, exist_ok=True)
         for src in sorted(Path(view).iterdir()):
             if src.suffix in (".png", ".csv"):
-                try:
-                    os.link(src, target / src.name)
-                except OSError:
-                    shutil.copy2(src, target / src.name)
+                link_or_copy(src, target / src.name)
         write_parameters_table(parameters[label], target / "parameters.csv")
         folders.append(out_dir / label if label else out_dir)
     if out_dir.exists():

@@ -6,14 +6,13 @@ Everything here is plain Python (no Snakemake import), so it is testable and the
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from .cache import STAGE_FOLDER, is_done, listing, write_manifest
+from .cache import STAGE_FOLDER, is_done, listing, names_in, write_manifest
 from .config import SWEEPABLE, Run, flat_run_parameters, normalise, plan_runs, resolve_fixes, resolved_label_source
 from .datasets import Dataset, get_dataset
 from .identity import (
@@ -28,9 +27,6 @@ from .identity import (
 )
 from .io import atomic_write_text
 from .ordering import faithful_order, make_shards, shard_name
-
-
-STAGES = ("labels", "gradcam", "refine", "evaluate")
 
 
 @dataclass
@@ -72,9 +68,6 @@ class Plan:
     @property
     def evaluates(self) -> bool:
         return self.dataset.has_ground_truth
-
-    def shard_ids(self, shard: str) -> list[str]:
-        return self.shards[shard]
 
     def upstream(self, stage_hash: str) -> str:
         return self.table[stage_hash]["upstream"]
@@ -118,10 +111,13 @@ class Plan:
                 return job.keys[image_id]
         raise KeyError(f"{image_id}: not an image of this run")
 
+    def records_dir(self, stage: str, stage_hash: str) -> str:
+        """Where a stage's job outputs are: records (``jobs/``), or per-shard confusion matrices (``shards/``)."""
+        return f"{self.stage_dir(stage, stage_hash)}/{'shards' if stage == 'evaluate' else 'jobs'}"
+
     def job_output(self, job: StageJob) -> str:
-        if job.stage == "evaluate":
-            return f"{self.stage_dir(job.stage, job.stage_hash)}/shards/{job.name}.npz"
-        return f"{self.stage_dir(job.stage, job.stage_hash)}/jobs/{job.name}.json"
+        suffix = ".npz" if job.stage == "evaluate" else ".json"
+        return f"{self.records_dir(job.stage, job.stage_hash)}/{job.name}{suffix}"
 
     def upstream_output(self, stage_hash: str, name: str) -> list[str]:
         """The record of the upstream stage's job on the same shard."""
@@ -130,9 +126,6 @@ class Plan:
 
     def all_jobs(self, stage_hash: str) -> list[str]:
         return [self.job_output(j) for j in self.stage_jobs[stage_hash]]
-
-    def jobs_by_upstream(self, stage: str, upstream_hash: str) -> list[StageJob]:
-        return [j for h, js in self.stage_jobs.items() for j in js if j.stage == stage and self.upstream(h) == upstream_hash]
 
 
 def ordered_ids(cfg: dict, dataset: Dataset) -> list[str]:
@@ -185,11 +178,12 @@ def _labels_extra(cfg: dict, dataset: Dataset, digests: DigestCache) -> tuple:
 def _stage_keys(plan: Plan, digests: DigestCache) -> dict[str, dict[str, str]]:
     """Per stage folder hash: each image's key at that stage (identity.py)."""
     cfg, dataset, ids = plan.cfg, plan.dataset, plan.image_ids
-    image_digest = {i: digests.digest(_path_or_none(dataset.image_path, i)) for i in ids}
+    image_path = {i: _path_or_none(dataset.image_path, i) for i in ids}
+    image_digest = {i: digests.digest(image_path[i]) for i in ids}
     crf_digest = {}
     for i in ids:
         crf = _path_or_none(dataset.crf_image_path, i)
-        crf_digest[i] = None if crf == _path_or_none(dataset.image_path, i) else digests.digest(crf)
+        crf_digest[i] = None if crf == image_path[i] else digests.digest(crf)
     gt_digest = {i: files_digest(digests, annotation_files(dataset, i, cfg["protocol"])) for i in ids}
     source = resolved_label_source(cfg)
     # the ground-truth oracle reads the pnp ground truth whatever the scoring protocol
@@ -221,19 +215,17 @@ def _path_or_none(fn, image_id):
 def _plan_jobs(plan: Plan, keys: dict[str, dict[str, str]]) -> None:
     on_error = plan.cfg["on_error"]
     listings: dict[str, set[str]] = {}
-    order = [("labels", "lh"), ("gradcam", "gh"), ("refine", "rh"), ("evaluate", "eh")]
     for run in plan.runs:
-        hashes = {"labels": run.labels, "gradcam": run.gradcam, "refine": run.refine, "evaluate": run.evaluate}
         previous = None
-        for stage, _ in order:
-            h = hashes[stage]
+        for stage in ("labels", "gradcam", "refine", "evaluate"):
+            h = getattr(run, stage)
             if h in plan.stage_jobs:
                 previous = h
                 continue
             jobs = []
             # the job records are listed before the entries: a job writes its record after its last entry,
             # so a record seen here has all its entries in the listing below (no false "stale record")
-            records = _names_in(Path(plan.job_output(_probe(stage, h))).parent)
+            records = names_in(plan.records_dir(stage, h))
             listings[h] = listing(plan.stage_dir(stage, h)) if stage != "evaluate" else records
             for shard, ids in plan.shards.items():
                 k = {i: keys[h][i] for i in ids}
@@ -254,17 +246,6 @@ def _plan_jobs(plan: Plan, keys: dict[str, dict[str, str]]) -> None:
         ids = plan.image_ids
         plan.views[run.refine] = set_name("masks", run.refine, on_error, [(i, keys[run.refine][i]) for i in ids])
         plan.eval_sets[run.evaluate] = set_name("evaluate", run.evaluate, on_error, [(i, keys[run.evaluate][i]) for i in ids])
-
-
-def _names_in(folder: Path) -> set[str]:
-    try:
-        return set(os.listdir(folder))
-    except FileNotFoundError:
-        return set()
-
-
-def _probe(stage: str, stage_hash: str) -> StageJob:
-    return StageJob(stage, stage_hash, "", "probe", [], {}, None, [])
 
 
 def sync_job_records(plan: Plan) -> tuple[int, int]:
@@ -290,9 +271,10 @@ def sync_job_records(plan: Plan) -> tuple[int, int]:
 def plan_summary(plan: Plan) -> str:
     """One line: images in the run and, per stage, how many have a result and how many are to compute."""
     parts = []
+    jobs = [j for js in plan.stage_jobs.values() for j in js]
     for stage in ("labels", "gradcam", "refine"):
-        todo = sum(len(j.missing) for h, js in plan.stage_jobs.items() for j in js if j.stage == stage)
-        total = sum(len(j.ids) for h, js in plan.stage_jobs.items() for j in js if j.stage == stage)
+        todo = sum(len(j.missing) for j in jobs if j.stage == stage)
+        total = sum(len(j.ids) for j in jobs if j.stage == stage)
         parts.append(f"{stage} {total - todo} reused / {todo} to compute")
     return (
         f"mode {plan.cfg['mode']}, {len(plan.image_ids)} images in {len(plan.shards)} shards, {len(plan.runs)} "
