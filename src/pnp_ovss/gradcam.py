@@ -80,6 +80,7 @@ class CaptionTokens:
     attention_mask: torch.Tensor  # int64 [B, L]
     piece_counts: list[list[int]]  # word pieces of each class, per image
     captions: list[str]
+    prefix_rows: int = PREFIX_ROWS  # rows after row 0 before the first class piece ("a picture of")
 
     @property
     def longest(self) -> int:
@@ -87,7 +88,9 @@ class CaptionTokens:
         return int(self.attention_mask.sum(1).max())
 
     def to(self, device) -> "CaptionTokens":
-        return CaptionTokens(self.input_ids.to(device), self.attention_mask.to(device), self.piece_counts, self.captions)
+        return CaptionTokens(
+            self.input_ids.to(device), self.attention_mask.to(device), self.piece_counts, self.captions, self.prefix_rows
+        )
 
 
 def class_piece_counts(tokenizer, names: list[str], keep_spaces: bool = False) -> list[int]:
@@ -228,14 +231,16 @@ def fast_token_maps(
 # §4.5 token → class, §5 Salience Drop
 
 
-def class_maps(token_maps: np.ndarray, piece_counts: list[int], mean_last_class: bool) -> np.ndarray:
+def class_maps(
+    token_maps: np.ndarray, piece_counts: list[int], mean_last_class: bool, prefix_rows: int = PREFIX_ROWS
+) -> np.ndarray:
     """Group the token rows of one image (rows after [ENC]: a, picture, of, class pieces...) into [K, P, P].
 
     Each class is the mean of its word pieces, except — as released — the last class, whose pieces are
     summed when it has several (§4.5, §10.7); ``mean_last_class`` averages it too.
     """
     out = np.empty((len(piece_counts),) + token_maps.shape[1:], dtype=np.float32)
-    row = PREFIX_ROWS
+    row = prefix_rows
     for k, n in enumerate(piece_counts):
         pieces = token_maps[row : row + n]
         last = k == len(piece_counts) - 1
@@ -244,7 +249,9 @@ def class_maps(token_maps: np.ndarray, piece_counts: list[int], mean_last_class:
     return out
 
 
-def ranking_scores(token_maps: np.ndarray, piece_counts: list[list[int]], exclude_sep_rows: bool) -> np.ndarray:
+def ranking_scores(
+    token_maps: np.ndarray, piece_counts: list[list[int]], exclude_sep_rows: bool, prefix_rows: int = PREFIX_ROWS
+) -> np.ndarray:
     """Per image, the patch scores that choose the next patches to drop: [B, P²].
 
     Released (§5): the sum of rows 3 .. L-3 (``[3:-1]``, L = the batch's longest caption), which for a
@@ -253,10 +260,10 @@ def ranking_scores(token_maps: np.ndarray, piece_counts: list[list[int]], exclud
     """
     b = token_maps.shape[0]
     if exclude_sep_rows:
-        rows = [token_maps[i, PREFIX_ROWS : PREFIX_ROWS + sum(c)].sum(0) for i, c in enumerate(piece_counts)]
+        rows = [token_maps[i, prefix_rows : prefix_rows + sum(c)].sum(0) for i, c in enumerate(piece_counts)]
         scores = np.stack(rows)
     else:
-        scores = token_maps[:, PREFIX_ROWS:-1].sum(1)
+        scores = token_maps[:, prefix_rows:-1].sum(1)
     return scores.reshape(b, -1).astype(np.float32, copy=False)
 
 
@@ -312,9 +319,10 @@ def salience_drop(
     captions: list[str],
     params: dict,
     patch_size: int,
+    prefix_rows: int = PREFIX_ROWS,
 ) -> list[ImageGradcam]:
     """Run the §5 loop. ``token_maps_fn(x)`` returns the GradCAM token maps [B, L-1, P, P] (numpy float32,
-    L = the batch's longest caption) of the pixel batch ``x``."""
+    L = the batch's longest caption) of the pixel batch ``x``; the class pieces start at row ``prefix_rows``."""
     drop_iter = int(params["drop_iter"])
     k = int(params["drop_patches"])
     exclude_sep = bool(params.get("exclude_sep_rows", False))
@@ -333,8 +341,8 @@ def salience_drop(
         token_maps = token_maps_fn(zero_patch_pixels(pixel_values, cells, patch_size))
         kept = zero_dropped_cells(token_maps, cells)
         for i in range(b):
-            maps[i][:, d] = class_maps(kept[i], piece_counts[i], mean_last)
-        scores = ranking_scores(token_maps, piece_counts, exclude_sep)
+            maps[i][:, d] = class_maps(kept[i], piece_counts[i], mean_last, prefix_rows)
+        scores = ranking_scores(token_maps, piece_counts, exclude_sep, prefix_rows)
         for i in range(b):
             new = top_patches(scores[i], dropped[i], k)
             chosen[i, d] = new
@@ -346,32 +354,44 @@ def model_device(model) -> torch.device:
     return next(model.parameters()).device
 
 
-def drop_with(token_maps, model, pixel_values: torch.Tensor, tokens: "CaptionTokens", params: dict) -> list[ImageGradcam]:
-    """Salience Drop over a batch, with ``token_maps(x) -> [B, L-1, P, P]`` computing one pass's maps."""
+def drop_with(
+    token_maps, model, pixel_values: torch.Tensor, tokens: "CaptionTokens", params: dict, patch_size: int | None = None
+) -> list[ImageGradcam]:
+    """Salience Drop over a batch, with ``token_maps(x) -> [B, L-1, P, P]`` computing one pass's maps
+    (``patch_size``: the model's, read from its vision config when not given)."""
     return salience_drop(
         token_maps,
         pixel_values.to(device=model_device(model), dtype=torch.float32),
         tokens.piece_counts,
         tokens.captions,
         params,
-        model.config.vision_config.patch_size,
+        int(patch_size or model.config.vision_config.patch_size),
+        tokens.prefix_rows,
     )
 
 
-def gradcam_batch(model, tokenizer, pixel_values: torch.Tensor, class_names: list[list[str]], params: dict) -> list[ImageGradcam]:
-    """GradCAM + Salience Drop for a batch (the fast path).
+def backend_gradcam_batch(backend, model, tokenizer, pixel_values: torch.Tensor, class_names: list[list[str]], params: dict) -> list[ImageGradcam]:
+    """GradCAM + Salience Drop for a batch with any backend (:mod:`pnp_ovss.backends`), the fast path.
 
-    ``pixel_values`` [B, 3, S, S] from :func:`preprocess_image`; ``class_names[b]`` the ordered class names of
-    image b (K ≥ 1; its caption is ``"A picture of " + names``); ``params``: ``layer`` (1-based), ``head``,
-    ``drop_iter``, ``drop_patches``, ``exclude_sep_rows``, ``mean_last_class``, ``autocast``.
+    ``pixel_values`` [B, 3, S, S] from the backend's ``preprocess``; ``class_names[b]`` the ordered class
+    names of image b (K ≥ 1; its caption is ``"A picture of " + names``); ``params``: ``layer`` (1-based),
+    ``head``, ``drop_iter``, ``drop_patches``, ``exclude_sep_rows``, ``mean_last_class``, ``keep_spaces``,
+    ``autocast``.
     """
     device = model_device(model)
-    tokens = tokenize_captions(tokenizer, class_names, keep_spaces=bool(params.get("keep_spaces", False))).to(device)
+    tokens = backend.tokenize(tokenizer, class_names, keep_spaces=bool(params.get("keep_spaces", False))).to(device)
     layer, head = int(params["layer"]), int(params["head"])
-    check_layer_head(model, layer, head)
+    backend.check_layer_head(model, layer, head)
     autocast = params.get("autocast", "none")
 
     def token_maps(x: torch.Tensor) -> np.ndarray:
-        return fast_token_maps(model, x, tokens, layer, head, autocast).cpu().numpy()
+        return backend.token_maps(model, x, tokens, layer, head, autocast).cpu().numpy()
 
-    return drop_with(token_maps, model, pixel_values, tokens, params)
+    return drop_with(token_maps, model, pixel_values, tokens, params, backend.patch_size(model))
+
+
+def gradcam_batch(model, tokenizer, pixel_values: torch.Tensor, class_names: list[list[str]], params: dict) -> list[ImageGradcam]:
+    """:func:`backend_gradcam_batch` with the BLIP backend (the released model)."""
+    from .backends import get_backend
+
+    return backend_gradcam_batch(get_backend("blip"), model, tokenizer, pixel_values, class_names, params)

@@ -1,0 +1,367 @@
+"""BridgeTower ITM (``BridgeTowerForImageAndTextRetrieval``) behind the backend interface.
+
+BridgeTower runs a uni-modal RoBERTa text encoder and a CLIP ViT side by side, then a cross-modal encoder
+of N layer pairs joined to the top uni-modal layers by bridge ("link tower") layers. Its cross-modal *text*
+layers attend from the caption tokens to the image tokens (CLS + P² patches): that cross-attention, with the
+gradient of the ITM "match" logit, gives the GradCAM token maps exactly as BLIP's text cross-attention does
+(ALGORITHM.md §4.4). ``layer`` is 1..N over the cross-modal text layers; ``head`` 0-based.
+
+Captions are RoBERTa byte-level BPE: ``<s> A Ġpicture Ġof Ġcat Ġpot ted Ġplant </s>``. Row 0 (``<s>``, the
+token the pooler reads, as BLIP's [ENC]) is dropped with the image's CLS column; the class pieces of each
+name are found from the tokenizer's character offsets, so a name split into several BPE pieces, or a name
+with spaces (``potted plant``), gets exactly its own tokens.
+
+BridgeTower has no released PnP-OVSS code, so the BLIP-code quirks (§10.4, §10.7, §1.2) do not apply: it
+runs the clean rules (:func:`pnp_ovss.config.resolve_fixes`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..errors import ModelError
+from .base import Backend, Defaults, LoadedModel
+
+log = logging.getLogger(__name__)
+
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # RoBERTa's ids 0..3, <mask> last
+
+
+def _processor_stats(model_id: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """image_mean / image_std of the checkpoint's preprocessor_config.json (local or in the Hugging Face
+    cache); OpenAI CLIP's values, which every BridgeTower checkpoint uses, when it has none."""
+    path = Path(model_id).expanduser() / "preprocessor_config.json"
+    if not path.is_file():
+        try:
+            from transformers.utils import cached_file
+
+            found = cached_file(model_id, "preprocessor_config.json", _raise_exceptions_for_missing_entries=False)
+            path = Path(found) if found else None
+        except Exception:  # noqa: BLE001 - no processor file: the published statistics
+            path = None
+    if path is None or not path.is_file():
+        return OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+        return tuple(float(v) for v in cfg["image_mean"]), tuple(float(v) for v in cfg["image_std"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelError(f"{path}: unreadable image processor config ({exc})") from None
+
+
+def caption_segments(names: list[str], keep_spaces: bool) -> tuple[str, list[tuple[int, int]]]:
+    """The caption and the character span of the prefix and of each class name in it."""
+    from ..vocab import CAPTION_PREFIX, caption_word
+
+    words = [caption_word(n, keep_spaces) for n in names]
+    spans = [(0, len(CAPTION_PREFIX.rstrip()))]
+    start = len(CAPTION_PREFIX)
+    for w in words:
+        spans.append((start, start + len(w)))
+        start += len(w) + 1
+    return CAPTION_PREFIX + " ".join(words), spans
+
+
+def segment_counts(offsets: list[tuple[int, int]], special: list[bool], spans: list[tuple[int, int]], caption: str) -> list[int]:
+    """Tokens per segment (prefix, then each class) from the tokenizer's character offsets.
+
+    A token belongs to the segment holding its last character, where a segment also owns the space before
+    it (byte-level BPE glues the space to the next word: ``Ġcat``). Tokens must come segment by segment, in
+    order, each segment with at least one token."""
+    counts = [0] * len(spans)
+    seen = -1
+    for (s, e), is_special in zip(offsets, special):
+        if is_special or e <= s:
+            continue
+        last = e - 1
+        seg = next((k for k, (a, b) in enumerate(spans) if a - (1 if k else 0) <= last < b), None)
+        if seg is None or seg < seen:
+            raise ValueError(f"caption {caption!r}: token at characters {s}..{e} falls outside the class names")
+        seen = seg
+        counts[seg] += 1
+    for k, c in enumerate(counts):
+        if c == 0:
+            raise ValueError(f"caption {caption!r}: segment {caption[spans[k][0]:spans[k][1]]!r} gives no tokens")
+    return counts
+
+
+class BridgeTowerBackend(Backend):
+    name = "bridgetower"
+    model_type = "bridgetower"
+    has_faithful_reference = False
+    defaults = Defaults(
+        layer=4,
+        head=0,
+        threshold=0.15,
+        chosen_by=(
+            "provisional: the middle of the 6 cross-modal text layers (BLIP's layer 8 of 12 is in the upper "
+            "middle too), head 0, BLIP's threshold; to be replaced by the annotation-free search (issue #11)"
+        ),
+    )
+    tiny_description = "tiny random BridgeTower ITM (RoBERTa byte-level BPE tokenizer, CLIP image processor)"
+
+    # -- loading -------------------------------------------------------------------------------------
+
+    def load(self, model_id: str, image_size: int, device: str) -> LoadedModel:
+        from transformers import AutoTokenizer, BridgeTowerConfig, BridgeTowerForImageAndTextRetrieval
+
+        from ..model import _offline_hint, resolve_device
+
+        model_id = str(model_id)
+        try:
+            config = BridgeTowerConfig.from_pretrained(model_id)
+        except (OSError, ValueError) as exc:
+            raise _offline_hint(model_id, exc) from None
+        patch = int(config.vision_config.patch_size)
+        if image_size % patch:
+            raise ModelError(f"image_size {image_size} is not a multiple of the patch size {patch}")
+        dev = resolve_device(device)
+        try:
+            model = BridgeTowerForImageAndTextRetrieval.from_pretrained(model_id, config=config, attn_implementation="eager")
+            tokenizer = AutoTokenizer.from_pretrained(model_id)
+        except (OSError, ValueError) as exc:
+            raise _offline_hint(model_id, exc) from None
+        if not getattr(tokenizer, "is_fast", False):
+            raise ModelError(f"{model_id}: the BridgeTower backend needs a fast tokenizer (character offsets)")
+        model.eval()
+        model.requires_grad_(False)
+        model.to(dev)
+        model.pnp_revision = getattr(config, "_commit_hash", None)
+        model.pnp_image_stats = _processor_stats(model_id)
+        trained = config.vision_config.image_size // patch
+        if trained != image_size // patch:
+            log.info("position embeddings interpolated %dx%d -> %dx%d (bicubic)", trained, trained, image_size // patch, image_size // patch)
+        return LoadedModel(self, model, tokenizer)
+
+    def layers_heads(self, model) -> tuple[int, int]:
+        return int(model.config.num_hidden_layers), int(model.config.text_config.num_attention_heads)
+
+    def patch_size(self, model) -> int:
+        return int(model.config.vision_config.patch_size)
+
+    # -- inputs --------------------------------------------------------------------------------------
+
+    def preprocess(self, image: Image.Image, size: int, released_ade: bool = False, model=None) -> torch.Tensor:
+        """Bicubic squash to S×S (the whole image, as the maps must cover it; the checkpoint's processor
+        would crop), [0, 1], the checkpoint's mean/std (OpenAI CLIP's). ``released_ade`` does not apply."""
+        mean, std = getattr(model, "pnp_image_stats", None) or (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)
+        arr = np.asarray(image.convert("RGB").resize((size, size), Image.BICUBIC), dtype=np.uint8)
+        x = torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div(255)
+        m = torch.tensor(mean, dtype=torch.float32)[:, None, None]
+        s = torch.tensor(std, dtype=torch.float32)[:, None, None]
+        return x.sub(m).div(s).contiguous()
+
+    def tokenize(self, tokenizer, class_names, keep_spaces: bool = False, pad_to: int | None = None):
+        from ..gradcam import CaptionTokens
+
+        if any(len(n) == 0 for n in class_names):
+            raise ValueError("every image needs at least one class for its caption")
+        built = [caption_segments(names, keep_spaces) for names in class_names]
+        captions = [c for c, _ in built]
+        limit = int(getattr(tokenizer, "model_max_length", 512) or 512)
+        limit = min(limit, 512)
+        enc = tokenizer(
+            captions, padding="longest" if pad_to is None else "max_length", truncation=True,
+            max_length=pad_to or limit, return_offsets_mapping=True, return_special_tokens_mask=True, return_tensors="pt",
+        )
+        prefix = None
+        counts = []
+        for b, (caption, spans) in enumerate(built):
+            n = int(enc["attention_mask"][b].sum())
+            offsets = [tuple(int(v) for v in o) for o in enc["offset_mapping"][b][:n]]
+            special = [bool(v) for v in enc["special_tokens_mask"][b][:n]]
+            seg = segment_counts(offsets, special, spans, caption)
+            if n != 1 + sum(seg) + 1:
+                raise ValueError(f"caption {caption!r}: {n} tokens after truncation, expected {1 + sum(seg) + 1}")
+            if prefix is None:
+                prefix = seg[0]
+            elif seg[0] != prefix:
+                raise ValueError(f"caption {caption!r}: its prefix has {seg[0]} tokens, the batch's {prefix}")
+            counts.append(seg[1:])
+        return CaptionTokens(enc["input_ids"].clone(), enc["attention_mask"].long(), counts, captions, prefix)
+
+    # -- GradCAM -------------------------------------------------------------------------------------
+
+    def token_maps(self, model, pixel_values, tokens, layer: int, head: int, autocast: str = "none") -> torch.Tensor:
+        """Output-preserving shortcuts: both uni-modal towers and the cross-modal layers below ``layer`` run
+        without gradient; the graph starts at the text input of cross-modal layer ``layer``, so the backward
+        of ``J = Σ_b logit[b, 1]`` runs only through the cross-modal layers ≥ ``layer``; the attention
+        probabilities of that layer's cross-attention are taken with a forward hook and only ``head`` kept."""
+        from transformers.masking_utils import create_bidirectional_mask
+
+        from ..gradcam import autocast_context, gradcam_map
+
+        self.check_layer_head(model, layer, head)
+        bt = model.bridgetower
+        cfg = bt.config
+        grid = pixel_values.shape[-1] // self.patch_size(model)
+        target = layer - 1
+        captured = {}
+
+        def keep_probs(_module, _inputs, output):
+            captured["probs"] = output[1]
+
+        ids, mask = tokens.input_ids, tokens.attention_mask
+        handle = bt.cross_modal_text_layers[target].crossattention.self.register_forward_hook(keep_probs)
+        try:
+            with autocast_context(pixel_values.device, autocast):
+                with torch.no_grad():
+                    text = bt.text_model.embeddings(input_ids=ids)
+                    text_mask = create_bidirectional_mask(config=cfg, inputs_embeds=text[:, 0:1, :], attention_mask=mask)
+                    split = len(bt.text_model.encoder.layer) - cfg.num_hidden_layers + 1
+                    for block in bt.text_model.encoder.layer[:split]:
+                        text = block(text, text_mask)
+                    visual = bt.vision_model.visual
+                    image = visual.forward_pre(pixel_values.type(bt.vision_model.dtype), interpolate_pos_encoding=True)
+                    for block in visual.transformer.resblocks[:split]:
+                        image = block(image)
+                    image_ln = visual.forward_post(image.type(bt.vision_model.dtype))
+                    text_in = bt._apply_text_transform(text, layer_idx=0)
+                    text_type = bt.token_type_embeddings(torch.zeros(1, dtype=torch.long, device=ids.device)).expand_as(text_in)
+                    text_in = bt.cross_modal_text_layernorm(text_in + text_type)
+                    image_ln = bt._apply_image_transform(image_ln, layer_idx=0)
+                    image_type = bt.token_type_embeddings(torch.full((1,), 1, dtype=torch.long, device=ids.device)).expand_as(image_ln)
+                    image_in = bt.cross_modal_image_layernorm(image_ln + image_type)
+                    # uni-modal layers feeding the bridges: constants of the backward
+                    bridge_text, bridge_image = [], []
+                    for i in range(split, len(bt.text_model.encoder.layer)):
+                        text = bt.text_model.encoder.layer[i](text, text_mask)
+                        image = visual.transformer.resblocks[i](image).type(bt.vision_model.dtype)
+                        j = len(bridge_text) + 1
+                        bridge_image.append(bt._apply_image_transform(visual.forward_post(image), j) + image_type)
+                        bridge_text.append(bt._apply_text_transform(text, j) + text_type)
+                text_out = image_out = None
+                for j in range(cfg.num_hidden_layers):
+                    grad_on = j >= target
+                    with torch.set_grad_enabled(grad_on):
+                        if j > 0:
+                            text_in = bt.cross_modal_text_link_tower[j - 1](bridge_text[j - 1], text_out, text_mask)
+                            image_in = bt.cross_modal_image_link_tower[j - 1](bridge_image[j - 1], image_out, None)
+                        if j == target:
+                            text_in = text_in.detach().requires_grad_(True)
+                        text_out = bt.cross_modal_text_layers[j](text_in, image_in, attention_mask=text_mask)[0]
+                        image_out = bt.cross_modal_image_layers[j](image_in, text_in, encoder_attention_mask=text_mask)[0]
+                with torch.enable_grad():
+                    logits = model.itm_score(bt.get_cls_features(text_out, image_out))
+                    match = logits[:, 1].float().sum()
+                    probs = captured["probs"]
+                    (grad,) = torch.autograd.grad(match, probs)
+        finally:
+            handle.remove()
+        return gradcam_map(probs[:, head].detach(), grad[:, head], mask, grid)
+
+    def reference_token_maps(self, model, pixel_values, tokens, layer: int, head: int) -> torch.Tensor:
+        """``BridgeTowerForImageAndTextRetrieval`` forward and backward as transformers runs it, every
+        parameter with a gradient, every cross-modal text layer's probabilities kept (``retain_grad``) and
+        every layer's maps formed; then layer/head cut to the batch's real longest caption."""
+        from ..gradcam import gradcam_map
+        from .blip import all_parameters_require_grad
+
+        grid = pixel_values.shape[-1] // self.patch_size(model)
+        saved = []
+
+        def keep(_module, _inputs, output):
+            probs = output[1]
+            probs.retain_grad()
+            saved.append(probs)
+
+        layers = model.bridgetower.cross_modal_text_layers
+        handles = [blk.crossattention.self.register_forward_hook(keep) for blk in layers]
+        try:
+            with all_parameters_require_grad(model), torch.enable_grad():
+                model.zero_grad(set_to_none=True)
+                out = model(
+                    input_ids=tokens.input_ids,
+                    attention_mask=tokens.attention_mask,
+                    pixel_values=pixel_values,
+                    interpolate_pos_encoding=True,
+                )
+                out.logits[:, 1].sum().backward()
+                every_layer = [gradcam_map(p.detach(), p.grad, tokens.attention_mask, grid) for p in saved]
+                model.zero_grad(set_to_none=True)
+        finally:
+            for h in handles:
+                h.remove()
+        return every_layer[layer - 1][:, head, : tokens.longest - 1]
+
+    # -- tiny checkpoint -----------------------------------------------------------------------------
+
+    def write_tiny(self, directory, seed: int = 0) -> Path:
+        return write_tiny_bridgetower(directory, seed)
+
+
+def tiny_corpus() -> list[str]:
+    """Words the tiny BPE is trained on: the caption prefix and every class name of the shipped vocabularies
+    (so names split into a realistic few pieces), with and without a leading space."""
+    from importlib import resources
+
+    from ..model import TINY_WORDS
+
+    words = set(TINY_WORDS) | {"A", "picture", "of"}
+    for f in (resources.files("pnp_ovss") / "data" / "classes").iterdir():
+        if f.name.endswith(".txt"):
+            for line in f.read_text(encoding="utf-8").splitlines():
+                words.update(line.replace("-", " ").split())
+    return sorted(words)
+
+
+def write_tiny_bridgetower(directory, seed: int = 0) -> Path:
+    """A tiny random ``BridgeTowerForImageAndTextRetrieval`` with the real model's layout (6 cross-modal layers
+    over the top of 6-layer uni-modal towers, 12 text heads; ViT patch 16 trained at 288 px), a small RoBERTa
+    byte-level BPE tokenizer trained here on the class vocabularies, and the checkpoint's image processor
+    config — saved with ``save_pretrained`` so that :meth:`BridgeTowerBackend.load` reads it like the Hub's."""
+    import tempfile
+
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import BridgeTowerConfig, BridgeTowerForImageAndTextRetrieval, RobertaTokenizer
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    bpe = ByteLevelBPETokenizer()
+    corpus = tiny_corpus()
+    bpe.train_from_iterator([" ".join(corpus)] * 2 + [" " + w for w in corpus], vocab_size=700, min_frequency=2,
+                            special_tokens=SPECIAL_TOKENS, show_progress=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        bpe.save_model(tmp)
+        vocab = json.loads(Path(tmp, "vocab.json").read_text(encoding="utf-8"))
+        merges = [tuple(line.split()) for line in Path(tmp, "merges.txt").read_text(encoding="utf-8").splitlines()
+                  if line and not line.startswith("#")]
+    tokenizer = RobertaTokenizer(vocab=vocab, merges=merges, model_max_length=512)
+    vocab_size = len(tokenizer)
+    text = dict(
+        vocab_size=vocab_size, hidden_size=48, intermediate_size=96, num_hidden_layers=6, num_attention_heads=12,
+        max_position_embeddings=514, pad_token_id=1, bos_token_id=0, eos_token_id=2, initializer_factor=1.0,
+    )
+    vision = dict(hidden_size=64, num_hidden_layers=6, patch_size=16, image_size=288, share_layernorm=True)
+    config = BridgeTowerConfig(
+        text_config=text, vision_config=vision, hidden_size=48, num_hidden_layers=6, num_attention_heads=12,
+        share_cross_modal_transformer_layers=True, share_link_tower_layers=False, initializer_factor=1.0,
+    )
+    torch.manual_seed(seed)
+    model = BridgeTowerForImageAndTextRetrieval(config)
+    with torch.no_grad():  # post_init's near-zero std would make every map vanish: spread the weights
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0.0, 0.2)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    processor = {
+        "image_processor_type": "BridgeTowerImageProcessor", "do_resize": True, "size": {"shortest_edge": 288},
+        "size_divisor": 32, "resample": 3, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
+        "image_mean": list(OPENAI_CLIP_MEAN), "image_std": list(OPENAI_CLIP_STD), "do_pad": True,
+        "do_center_crop": True, "crop_size": {"shortest_edge": 288},
+    }
+    (directory / "preprocessor_config.json").write_text(json.dumps(processor, indent=2) + "\n", encoding="utf-8")
+    (directory / "README.md").write_text(
+        "Tiny randomly initialised BridgeTower ITM written by `pnp-ovss tiny-model --backend bridgetower` for\n"
+        "offline tests. Its maps are meaningless; use it to exercise the workflow without downloading weights.\n",
+        encoding="utf-8",
+    )
+    return directory
