@@ -7,7 +7,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from snakemake.utils import validate
 
 from pnp_ovss.config import coerce_to_schema, fold_dotted, load_schema, normalise
-from pnp_ovss.config import resolve_fixes
+from pnp_ovss.config import backend_name, resolve_fixes
 from pnp_ovss.model import check_model_choice, unknown_piece_warnings
 from pnp_ovss.workflow import make_plan, plan_summary, plan_warnings, sync_job_records
 
@@ -27,7 +27,7 @@ sync_job_records(PLAN)
 logger.info(f"pnp-ovss: {plan_summary(PLAN)}")
 if any(job.needed for jobs in PLAN.stage_jobs.values() for job in jobs if job.stage == "gradcam"):
     # the model directory and the image size are checked before any job is scheduled
-    check_model_choice(config["gradcam"]["model"], config["gradcam"]["image_size"])
+    check_model_choice(config["gradcam"]["model"], config["gradcam"]["image_size"], backend_name(config))
     if config["dataset"] == "folder":  # the user's own words: say which the tokenizer does not know
         _keep = resolve_fixes(config)["keep_spaces"]
         for _warning in unknown_piece_warnings(config["gradcam"]["model"], list(PLAN.dataset.vocabulary.names), _keep):

@@ -131,14 +131,16 @@ def test_stage_results_equal_gradcam_batch_in_the_given_batches(tmp_path, tiny, 
 
 
 def test_released_ade_input_follows_the_dataset_and_the_fix(tmp_path, tiny_dir, monkeypatch):
+    from pnp_ovss.backends.blip import BlipBackend
+
     seen = []
-    real = gradcam_stage.preprocess_image
+    real = BlipBackend.preprocess
 
-    def spy(image, size, released_ade=False):
+    def spy(self, image, size, released_ade=False, model=None):
         seen.append(released_ade)
-        return real(image, size, released_ade)
+        return real(self, image, size, released_ade, model)
 
-    monkeypatch.setattr(gradcam_stage, "preprocess_image", spy)
+    monkeypatch.setattr(BlipBackend, "preprocess", spy)
     ds, ids, labels = make_shard(tmp_path, 1)
     ds.unnormalised_input = True
     run_logged(ds, ids, labels, stage_params(tiny_dir), tmp_path / "o1", tmp_path / "w1", device="cpu")

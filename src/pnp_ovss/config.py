@@ -168,14 +168,46 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
     return normalise(cfg)
 
 
+#: quirks that are artefacts of the released BLIP code (§10.4, §10.7, §1.2): a backend without a released
+#: reference always runs with these fixed
+BLIP_CODE_QUIRKS = ("exclude_sep_rows", "mean_last_class", "keep_spaces", "normalize_ade")
+
+
+def backend_name(cfg: dict) -> str:
+    """The backend that runs ``gradcam.model`` (``auto`` resolved from the checkpoint)."""
+    from .backends import resolve_backend_name
+
+    g = cfg.get("gradcam") or {}
+    return resolve_backend_name(str(g.get("backend", "blip")), str(g.get("model", "")))
+
+
+def backend_defaults(cfg: dict):
+    from .backends import get_backend
+
+    return get_backend(backend_name(cfg)).defaults
+
+
 def resolve_fixes(cfg: dict) -> dict[str, bool]:
     """Effective quirk switches: an explicit true/false wins, null follows the mode (``keep_spaces`` is also
-    on for the user's own classes, ``dataset: folder`` and ``pnp-ovss segment``)."""
+    on for the user's own classes, ``dataset: folder`` and ``pnp-ovss segment``). A backend without a released
+    reference (BridgeTower) runs the clean rules for the BLIP-code quirks; turning one of them off is refused."""
+    from .backends import get_backend
+
     clean = cfg["mode"] == "clean"
     given = cfg.get("fixes") or {}
     default = {name: clean for name in FIX_NAMES}
     default["keep_spaces"] = clean or cfg.get("dataset") == "folder"
-    return {name: (default[name] if given.get(name) is None else bool(given[name])) for name in FIX_NAMES}
+    fixes = {name: (default[name] if given.get(name) is None else bool(given[name])) for name in FIX_NAMES}
+    backend = get_backend(backend_name(cfg))
+    if not backend.has_faithful_reference:
+        for name in BLIP_CODE_QUIRKS:
+            if given.get(name) is False:
+                raise ConfigError(
+                    f"fixes.{name}: false reproduces a quirk of the released BLIP code, which the {backend.name} "
+                    f"backend has no released version of; leave it null (it runs fixed)"
+                )
+            fixes[name] = True
+    return fixes
 
 
 def _optional_switches(fixes: dict[str, bool]) -> dict[str, bool]:
@@ -240,15 +272,20 @@ def labels_params(cfg: dict) -> dict:
 
 
 def gradcam_params(cfg: dict, combo: dict, labels_hash: str) -> dict:
+    """The GradCAM stage's parameters: ``layer``/``head`` null → the backend's default; ``backend`` appears
+    only when it is not BLIP, so every BLIP result keeps the hash it had before backends existed."""
     fixes = resolve_fixes(cfg)
     g = combo
+    backend = backend_name(cfg)
+    defaults = backend_defaults(cfg)
     return {
         "stage": "gradcam",
         "upstream": labels_hash,
+        **({"backend": backend} if backend != "blip" else {}),
         "model": g["model"],
         "image_size": g["image_size"],
-        "layer": g["layer"],
-        "head": g["head"],
+        "layer": defaults.layer if g["layer"] is None else g["layer"],
+        "head": defaults.head if g["head"] is None else g["head"],
         "drop_iter": g["drop_iter"],
         "drop_patches": g["drop_patches"],
         "batch_size": g["batch_size"],
@@ -262,6 +299,8 @@ def refine_params(cfg: dict, combo: dict, gradcam_hash: str) -> dict:
     fixes = resolve_fixes(cfg)
     p = {"stage": "refine", "upstream": gradcam_hash, "dataset": cfg["dataset"]}
     p.update({k: combo[k] for k in ("postprocess",) + SWEEPABLE["refine"]})
+    if p["threshold"] is None:
+        p["threshold"] = backend_defaults(cfg).threshold
     p.update({k: fixes[k] for k in REFINE_FIXES})
     return p
 

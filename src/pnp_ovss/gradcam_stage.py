@@ -26,9 +26,8 @@ from tqdm import tqdm
 from .errors import DatasetError, LabelError
 from .faults import after_image
 from .io import atomic_write_text, skipped_csv_text
-from .gradcam import ImageGradcam, gradcam_batch, preprocess_image, uses_released_ade_input
+from .gradcam import ImageGradcam, uses_released_ade_input
 from .io import open_rgb
-from .model import load_blip
 from .ordering import batches_of
 from .store import ImageMaps, completed_ids, mark_complete, open_store, write_image_maps
 from .vocab import caption_for
@@ -37,9 +36,16 @@ STORE_NAME = "maps.zarr"
 
 
 @functools.lru_cache(maxsize=2)
-def cached_model(model_id: str, image_size: int, device: str):
-    """One model per process (a shard job loads it once)."""
-    return load_blip(model_id, image_size=image_size, device=device)
+def cached_model(model_id: str, image_size: int, device: str, backend: str = "blip"):
+    """One model per process (a shard job loads it once): a :class:`pnp_ovss.backends.LoadedModel`."""
+    from .backends import load_model
+
+    return load_model(backend, model_id, image_size, device)
+
+
+def model_for(params: dict, device: str):
+    """The loaded model a stage's parameters name (``backend`` absent = BLIP, as before backends existed)."""
+    return cached_model(str(params["model"]), int(params["image_size"]), device, str(params.get("backend", "blip")))
 
 
 def images_to_compute(batch: list[str], done: set[str], batch_dependent: bool) -> list[str]:
@@ -69,7 +75,7 @@ def empty_result(params: dict, grid: int) -> ImageGradcam:
     return ImageGradcam(np.zeros((0, d, grid, grid), np.float32), np.zeros((0, k), np.int32), caption_for([]).strip())
 
 
-def image_attrs(dataset, image_id: str, class_ids, names, result: ImageGradcam, params: dict, model) -> dict:
+def image_attrs(dataset, image_id: str, class_ids, names, result: ImageGradcam, params: dict, loaded) -> dict:
     h, w = dataset.image_size(image_id)
     return {
         "class_ids": [int(i) for i in class_ids],
@@ -80,20 +86,21 @@ def image_attrs(dataset, image_id: str, class_ids, names, result: ImageGradcam, 
         "layer": int(params["layer"]),
         "head": int(params["head"]),
         "model": str(params["model"]),
-        "model_revision": getattr(model, "pnp_revision", None),
+        "backend": loaded.backend.name,
+        "model_revision": loaded.revision,
         "params": dict(params),
     }
 
 
 def compute_batch(
-    dataset, ids: list[str], labels: dict, params: dict, model, tokenizer, skipped: dict[str, str] | None = None
+    dataset, ids: list[str], labels: dict, params: dict, loaded, skipped: dict[str, str] | None = None
 ) -> dict[str, ImageGradcam]:
     """GradCAM + Salience Drop for the images ``ids`` as one model batch (images without classes apart).
 
     With ``skipped`` (a dict), an unreadable image is recorded there (id -> reason) and left out of the
     batch instead of stopping the shard (``on_error: skip``)."""
     size = int(params["image_size"])
-    grid = size // model.config.vision_config.patch_size
+    grid = size // loaded.patch_size
     released_ade = uses_released_ade_input(getattr(dataset, "unnormalised_input", False), params)
     results: dict[str, ImageGradcam] = {}
     model_ids, pixels, names = [], [], []
@@ -111,16 +118,16 @@ def compute_batch(
             continue
         model_ids.append(image_id)
         names.append(class_names)
-        pixels.append(preprocess_image(image, size, released_ade))
+        pixels.append(loaded.preprocess(image, size, released_ade))
     if model_ids:
-        out = gradcam_batch(model, tokenizer, torch.stack(pixels), names, params)
+        out = loaded.gradcam_batch(torch.stack(pixels), names, params)
         results.update(zip(model_ids, out))
     return results
 
 
-def compute_and_log(dataset, todo, labels, params, model, tokenizer, skipped, log) -> dict[str, ImageGradcam]:
+def compute_and_log(dataset, todo, labels, params, loaded, skipped, log) -> dict[str, ImageGradcam]:
     """:func:`compute_batch`, logging ``computed <id>`` for each image through the model and why any was skipped."""
-    results = compute_batch(dataset, todo, labels, params, model, tokenizer, skipped)
+    results = compute_batch(dataset, todo, labels, params, loaded, skipped)
     for image_id in todo:
         if image_id in results:
             log.info("computed %s", image_id)
@@ -183,23 +190,23 @@ def run_gradcam_shard(
         log.info("resuming: %d of %d images already complete", len(done), len(image_ids))
     batch_dependent = not bool(params.get("exclude_sep_rows", False))
     skipped: dict[str, str] | None = {} if on_error == "skip" else None
-    model = tokenizer = None
+    loaded = None
     bar = tqdm(total=len(image_ids), initial=len(done), desc="gradcam", unit="img", disable=not progress)
     try:
         for batch in batches_of(image_ids, int(params["batch_size"])):
             todo = images_to_compute(batch, done, batch_dependent)
             if not todo:
                 continue
-            if model is None:
-                model, tokenizer = cached_model(str(params["model"]), int(params["image_size"]), device)
-            results = compute_and_log(dataset, todo, labels, params, model, tokenizer, skipped, log)
+            if loaded is None:
+                loaded = model_for(params, device)
+            results = compute_and_log(dataset, todo, labels, params, loaded, skipped, log)
             written = []
             for image_id in batch:
                 if image_id in done or image_id not in results:
                     continue
                 class_ids, names = image_labels(labels, image_id)
                 res = results[image_id]
-                attrs = image_attrs(dataset, image_id, class_ids, names, res, params, model)
+                attrs = image_attrs(dataset, image_id, class_ids, names, res, params, loaded)
                 write_image_maps(group, ImageMaps(image_id, res.maps, res.dropped, attrs), complete=False)
                 written.append(image_id)
             # the batch's images are marked complete together, after all of them are written: a job killed
@@ -258,7 +265,7 @@ def run_gradcam_job(
     names = listing(stage_dir)
     done = {i for i in image_ids if is_done(names, "gradcam", keys[i], on_error)}
     batch_dependent = not bool(params.get("exclude_sep_rows", False))
-    model = tokenizer = None
+    loaded = None
     computed: list[str] = []
     skipped_ids: list[str] = []
     stored = 0
@@ -269,17 +276,17 @@ def run_gradcam_job(
             if not todo:
                 continue
             labels = read_label_entries(labels_dir, labels_keys, todo)
-            if model is None:
-                model, tokenizer = cached_model(str(params["model"]), int(params["image_size"]), device)
+            if loaded is None:
+                loaded = model_for(params, device)
             skipped: dict[str, str] | None = {} if on_error == "skip" else None
-            results = compute_and_log(dataset, todo, labels, params, model, tokenizer, skipped, log)
+            results = compute_and_log(dataset, todo, labels, params, loaded, skipped, log)
             for image_id in batch:
                 if image_id in done:
                     continue
                 if image_id in results:
                     class_ids, class_names = image_labels(labels, image_id)
                     res = results[image_id]
-                    attrs = image_attrs(dataset, image_id, class_ids, class_names, res, params, model)
+                    attrs = image_attrs(dataset, image_id, class_ids, class_names, res, params, loaded)
                     write_gradcam_entry(stage_dir, keys[image_id], ImageMaps(image_id, res.maps, res.dropped, attrs))
                     computed.append(image_id)
                 else:

@@ -61,20 +61,20 @@ def looks_like_hub_id(model: str) -> bool:
     return bool(HUB_ID.match(str(model))) and not Path(str(model)).expanduser().exists()
 
 
-def check_model_choice(model: str, image_size: int) -> int | None:
+def check_model_choice(model: str, image_size: int, backend: str = "blip") -> int | None:
     """Parse-time check of ``gradcam.model`` and ``gradcam.image_size`` without loading anything: a local
-    directory must exist and hold a checkpoint (config.json and weights); the image size must be a multiple
-    of the checkpoint's patch size, read from its config.json (local, or already in the Hugging Face cache).
-    Returns the patch size when it could be read."""
+    directory must exist and hold a checkpoint (config.json and weights) of the ``backend``'s model family;
+    the image size must be a multiple of the checkpoint's patch size, read from its config.json (local, or
+    already in the Hugging Face cache). Returns the patch size when it could be read."""
     path = Path(str(model)).expanduser()
     config_file = None
     if path.is_dir():
         config_file = path / "config.json"
         if not config_file.is_file():
             raise ModelError(
-                f"{path}: gradcam.model is a local directory without config.json; expected a saved "
-                f"BlipForImageTextRetrieval checkpoint (save_pretrained), or write a test model with "
-                f"`pnp-ovss tiny-model {model}`"
+                f"{path}: gradcam.model is a local directory without config.json; expected a checkpoint saved "
+                f"with save_pretrained ({backend}), or write a test model with "
+                f"`pnp-ovss tiny-model --backend {backend} {model}`"
             )
         if not any((path / name).is_file() for name in WEIGHT_FILES):
             raise ModelError(f"{path}: gradcam.model holds no weights ({' or '.join(WEIGHT_FILES[::2])})")
@@ -101,6 +101,15 @@ def check_model_choice(model: str, image_size: int) -> int | None:
         patch = int((config.get("vision_config") or {}).get("patch_size", 16))
     except (OSError, ValueError, TypeError) as exc:
         raise ModelError(f"{config_file}: unreadable model config ({exc})") from None
+    from .backends import get_backend
+
+    expected = get_backend(backend).model_type
+    kind = config.get("model_type")
+    if kind and kind != expected:
+        raise ModelError(
+            f"{model}: gradcam.model is a {kind!r} checkpoint but gradcam.backend is {backend!r} "
+            f"(which runs {expected!r} checkpoints); set gradcam.backend to auto or to the model's backend"
+        )
     if image_size % patch:
         nearest = max(patch, round(image_size / patch) * patch)
         raise ModelError(
@@ -325,17 +334,27 @@ def write_tiny_model(directory: str | Path, seed: int = 0) -> Path:
 
 
 def _cmd_tiny_model(args) -> int:
-    path = write_tiny_model(args.directory, seed=args.seed)
-    print(f"tiny BLIP written to {path}; use it with: snakemake --cores all --config 'gradcam={{model: {path}}}'")
+    from .backends import get_backend
+
+    backend = get_backend(args.backend)
+    path = backend.write_tiny(args.directory, seed=args.seed)
+    print(
+        f"{backend.tiny_description} written to {path}; use it with: "
+        f"snakemake --cores all --config 'gradcam={{backend: {backend.name}, model: {path}}}'"
+    )
     return 0
 
 
 def register(subparsers) -> None:
+    from .backends import BACKENDS
+
     p = subparsers.add_parser(
         "tiny-model",
-        help="write a tiny random BLIP ITM (for offline tests: --config 'gradcam={model: DIR}')",
-        description="Write a tiny randomly initialised BLIP ITM and its tokenizer to DIR (no download).",
+        help="write a tiny random ITM checkpoint (for offline tests: --config 'gradcam={model: DIR}')",
+        description="Write a tiny randomly initialised ITM model of a backend with its tokenizer (and image "
+        "processor) files to DIR, loadable like the real checkpoint (no download).",
     )
     p.add_argument("directory", metavar="DIR")
+    p.add_argument("--backend", choices=list(BACKENDS), default="blip", help="model family (default: blip)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_tiny_model)

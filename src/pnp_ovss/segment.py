@@ -25,7 +25,7 @@ def segment_config(classes: str, args: argparse.Namespace) -> dict:
         "classes": classes,
         "mode": args.mode,
         "labels": {"source": "gpt4o" if args.gpt4o else "list"},
-        "gradcam": {"device": args.device},
+        "gradcam": {"device": args.device, "backend": getattr(args, "backend", "auto")},
         "refine": {},
         "shard_size": 10**6,
     }
@@ -109,7 +109,11 @@ def register(subparsers) -> None:
     p.add_argument("--classes", required=True, help='class names, "cat,sofa,lamp", or a file with one per line')
     p.add_argument("--gpt4o", action="store_true", help="ask GPT-4o which of the classes each image shows (OPENAI_API_KEY)")
     p.add_argument("--out", required=True, help="output folder: <image>.png label maps and <image>_overlay.png")
-    p.add_argument("--model", help="BLIP ITM model id or local directory (default Salesforce/blip-itm-large-flickr)")
+    p.add_argument("--model", help="ITM model id or local directory (default Salesforce/blip-itm-large-flickr)")
+    p.add_argument(
+        "--backend", choices=["auto", "blip", "bridgetower"], default="auto",
+        help="model family; auto (default) reads it from the checkpoint's model_type",
+    )
     p.add_argument("--mode", choices=["faithful", "clean"], default="clean", help="default clean: no quirks")
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="any config key, e.g. refine.threshold=0.2")

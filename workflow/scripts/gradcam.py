@@ -1,4 +1,4 @@
-"""Rule gradcam: BLIP GradCAM + Salience Drop for one shard job (logic in pnp_ovss.gradcam_stage)."""
+"""Rule gradcam: GradCAM + Salience Drop for one shard job, any backend (logic in pnp_ovss.gradcam_stage)."""
 from pathlib import Path
 
 from pnp_ovss.datasets import get_dataset
