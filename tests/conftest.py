@@ -36,6 +36,14 @@ def tiny_model(tmp_path_factory):
     return write_tiny_model(tmp_path_factory.mktemp("tiny") / "blip")
 
 
+@pytest.fixture(scope="session")
+def tiny_bridgetower(tmp_path_factory):
+    """A tiny random BridgeTower ITM checkpoint (BPE tokenizer, image processor), built once."""
+    from pnp_ovss.backends import get_backend
+
+    return get_backend("bridgetower").write_tiny(tmp_path_factory.mktemp("tiny") / "bridgetower")
+
+
 @pytest.fixture
 def repo_copy(tmp_path):
     """A copy of the workflow files (Snakefile, rules, workflow, config, envs, profiles) in a temp dir."""
