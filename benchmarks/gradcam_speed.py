@@ -1,12 +1,16 @@
 """GradCAM + Salience Drop speed: the fast path against the straightforward reference path (issue #3).
 
-Builds a full-size BLIP-ITM-large with random weights (no download): ViT-L/16 (24 blocks, width 1024,
-16 heads, trained grid 24×24 at 384 px, run at 336 px → 21×21) and the BERT-base text encoder with
-cross-attention from width 1024. Both paths run on the same images and captions (3 classes per image) with
-4 drop iterations, after a short warm-up of each; the script prints seconds per image, peak memory and the
-ratio, and checks that both paths give the same maps.
+Builds a full-size model with random weights (no download). ``--backend blip`` (default): BLIP-ITM-large,
+ViT-L/16 (24 blocks, width 1024, 16 heads, trained grid 24×24 at 384 px, run at 336 px → 21×21) and the
+BERT-base text encoder with cross-attention from width 1024. ``--backend bridgetower``: BridgeTower-base
+(``BridgeTower/bridgetower-base-itm-mlm``: RoBERTa-base and CLIP ViT-B/16 at 288 px, 6 cross-modal layers of
+width 768, 12 heads) or ``--bridgetower-size large`` (``bridgetower-large-itm-mlm-itc``: RoBERTa-large, CLIP
+ViT-L/14 at 294 px, width 1024, 16 heads). Both paths run on the same images and captions (3 classes per
+image) with 4 drop iterations, after a short warm-up of each; the script prints seconds per image, peak
+memory and the ratio, and checks that both paths give the same maps.
 
     python benchmarks/gradcam_speed.py --images 2          # a few minutes on 2 CPU cores
+    python benchmarks/gradcam_speed.py --images 2 --backend bridgetower
     python benchmarks/gradcam_speed.py --images 8 --device cuda
 """
 
@@ -28,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from gradcam_reference import reference_gradcam_batch  # noqa: E402
 
-from pnp_ovss.gradcam import gradcam_batch  # noqa: E402
+from pnp_ovss.backends import get_backend  # noqa: E402
+from pnp_ovss.gradcam import backend_gradcam_batch  # noqa: E402
 from pnp_ovss.model import DEC_TOKEN, ENC_TOKEN, resolve_device, tiny_vocab  # noqa: E402
 
 CLASS_SETS = [
@@ -52,6 +57,34 @@ def large_blip_config():
         layer_norm_eps=1e-12, initializer_range=0.02,
     )
     return BlipConfig(vision_config=vision, text_config=text, image_text_hidden_size=256)
+
+
+def bridgetower_config(size: str):
+    """The published BridgeTower ITM architectures (config values of the Hub checkpoints)."""
+    from transformers import BridgeTowerConfig
+
+    if size == "large":
+        width, layers, heads, inter, vision = 1024, 24, 16, 4096, dict(hidden_size=1024, num_hidden_layers=24, patch_size=14, image_size=294)
+    else:
+        width, layers, heads, inter, vision = 768, 12, 12, 3072, dict(hidden_size=768, num_hidden_layers=12, patch_size=16, image_size=288)
+    text = dict(vocab_size=50265, hidden_size=width, num_hidden_layers=layers, num_attention_heads=heads,
+                intermediate_size=inter, max_position_embeddings=514, pad_token_id=1, bos_token_id=0, eos_token_id=2)
+    return BridgeTowerConfig(text_config=text, vision_config=dict(vision, share_layernorm=True), hidden_size=width,
+                             num_hidden_layers=6, num_attention_heads=heads, share_cross_modal_transformer_layers=False,
+                             share_link_tower_layers=False)
+
+
+def build_model(backend: str, bridgetower_size: str):
+    """(model, tokenizer, default image size, default layer) with random weights, in eval mode, frozen."""
+    import transformers
+
+    if backend == "bridgetower":
+        from pnp_ovss.backends.bridgetower import tiny_bpe_tokenizer
+
+        config = bridgetower_config(bridgetower_size)
+        model = transformers.BridgeTowerForImageAndTextRetrieval._from_config(config, attn_implementation="eager")
+        return model, tiny_bpe_tokenizer(), config.vision_config.image_size, get_backend("bridgetower").defaults
+    return transformers.BlipForImageTextRetrieval(large_blip_config()), benchmark_tokenizer(), 336, get_backend("blip").defaults
 
 
 def benchmark_tokenizer():
@@ -119,7 +152,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=2, help="images (default 2)")
     ap.add_argument("--batch-size", type=int, default=0, help="images per forward/backward (default: all)")
-    ap.add_argument("--image-size", type=int, default=336)
+    ap.add_argument("--backend", default="blip", choices=["blip", "bridgetower"])
+    ap.add_argument("--bridgetower-size", default="base", choices=["base", "large"])
+    ap.add_argument("--image-size", type=int, default=0, help="default: 336 for BLIP, the trained size for BridgeTower")
     ap.add_argument("--drop-iter", type=int, default=4)
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--autocast", default="none", choices=["none", "bf16", "fp16"], help="fast path only (GPU)")
@@ -129,23 +164,33 @@ def main(argv=None) -> int:
     device = resolve_device(args.device)
     torch.manual_seed(0)
     t0 = time.perf_counter()
-    model = __import__("transformers").BlipForImageTextRetrieval(large_blip_config())
+    model, tok, native_size, defaults = build_model(args.backend, args.bridgetower_size)
     model.eval().requires_grad_(False).to(device)
-    tok = benchmark_tokenizer()
+    backend = get_backend(args.backend)
+    args.image_size = args.image_size or native_size
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"built BLIP-ITM-large with random weights ({n_params / 1e6:.0f} M parameters) in {time.perf_counter() - t0:.0f} s")
+    what = "BLIP-ITM-large" if args.backend == "blip" else f"BridgeTower-{args.bridgetower_size} ITM"
+    print(f"built {what} with random weights ({n_params / 1e6:.0f} M parameters) in {time.perf_counter() - t0:.0f} s")
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     print(f"device: {device} ({where}); torch {torch.__version__}")
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(args.images, 3, args.image_size, args.image_size, generator=g)
     names = [CLASS_SETS[i % len(CLASS_SETS)] for i in range(args.images)]
-    params = dict(layer=8, head=9, drop_iter=args.drop_iter, drop_patches=10, exclude_sep_rows=False,
-                  mean_last_class=False, autocast=args.autocast)
+    faithful = backend.has_faithful_reference  # BLIP: the released rules; BridgeTower: the clean ones
+    params = dict(layer=defaults.layer, head=defaults.head, drop_iter=args.drop_iter, drop_patches=10,
+                  exclude_sep_rows=not faithful, mean_last_class=not faithful, keep_spaces=not faithful,
+                  autocast=args.autocast)
     bs = args.batch_size or args.images
 
+    def fast_batch(model, tok, x, names, params):
+        return backend_gradcam_batch(backend, model, tok, x, names, params)
+
+    def reference_batch(model, tok, x, names, params):
+        return reference_gradcam_batch(model, tok, x, names, params, backend=args.backend)
+
     def run(path):
-        fn = gradcam_batch if path == "fast" else reference_gradcam_batch
+        fn = fast_batch if path == "fast" else reference_batch
         out = []
         for i in range(0, args.images, bs):
             out += fn(model, tok, x[i : i + bs].to(device), names[i : i + bs], params)
@@ -156,7 +201,7 @@ def main(argv=None) -> int:
     for path in ("fast", "reference"):  # fast first, so its peak is not inflated by the reference's
         with PeakMemory(device) as mem:
             if not args.no_warmup:  # one image, one iteration: lazy initialisations out of the timing
-                fn = gradcam_batch if path == "fast" else reference_gradcam_batch
+                fn = fast_batch if path == "fast" else reference_batch
                 fn(model, tok, x[:1].to(device), names[:1], dict(params, drop_iter=1))
             out, seconds = timed(lambda: run(path), device)
         results[path] = (out, seconds, mem)
@@ -172,7 +217,7 @@ def main(argv=None) -> int:
     gib = 1024**3
     print()
     print(f"GradCAM + Salience Drop, {args.images} images, batch {bs}, {args.image_size} px, "
-          f"{args.drop_iter} drop iterations, 3 classes per image, layer 8 head 9")
+          f"{args.drop_iter} drop iterations, 3 classes per image, {what} layer {defaults.layer} head {defaults.head}")
     print(f"RSS before both paths (weights, inputs): {baseline / 1024**3:.2f} GiB")
     header = "| path      | s / image | peak RSS (GiB) | peak - before (GiB) |"
     if device.type == "cuda":

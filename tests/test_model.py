@@ -92,6 +92,14 @@ def test_tiny_model_cli_writes_a_loadable_model(tmp_path, capsys):
     assert "gradcam={model: " in capsys.readouterr().out
     model, tok = load_blip(str(tmp_path / "m"), image_size=160, device="cpu")
     assert model.config.vision_config.image_size == 384
+    args = parser.parse_args(["tiny-model", "--backend", "bridgetower", str(tmp_path / "bt")])
+    assert args.func(args) == 0
+    assert "gradcam={backend: bridgetower, model: " in capsys.readouterr().out
+    from pnp_ovss.backends import load_model
+
+    loaded = load_model("auto", str(tmp_path / "bt"), 288, "cpu")
+    assert loaded.backend.name == "bridgetower" and loaded.patch_size == 16
+    assert {"tokenizer.json", "preprocessor_config.json", "config.json"} <= {p.name for p in (tmp_path / "bt").iterdir()}
     from pnp_ovss.cli import COMMAND_MODULES
 
     assert "pnp_ovss.model" in COMMAND_MODULES

@@ -338,9 +338,10 @@ def _cmd_tiny_model(args) -> int:
 
     backend = get_backend(args.backend)
     path = backend.write_tiny(args.directory, seed=args.seed)
+    choice = "" if backend.name == "blip" else f"backend: {backend.name}, "
     print(
         f"{backend.tiny_description} written to {path}; use it with: "
-        f"snakemake --cores all --config 'gradcam={{backend: {backend.name}, model: {path}}}'"
+        f"snakemake --cores all --config 'gradcam={{{choice}model: {path}}}'"
     )
     return 0
 

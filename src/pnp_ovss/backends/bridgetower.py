@@ -312,18 +312,14 @@ def tiny_corpus() -> list[str]:
     return sorted(words)
 
 
-def write_tiny_bridgetower(directory, seed: int = 0) -> Path:
-    """A tiny random ``BridgeTowerForImageAndTextRetrieval`` with the real model's layout (6 cross-modal layers
-    over the top of 6-layer uni-modal towers, 12 text heads; ViT patch 16 trained at 288 px), a small RoBERTa
-    byte-level BPE tokenizer trained here on the class vocabularies, and the checkpoint's image processor
-    config — saved with ``save_pretrained`` so that :meth:`BridgeTowerBackend.load` reads it like the Hub's."""
+def tiny_bpe_tokenizer():
+    """A small RoBERTa byte-level BPE tokenizer (700 tokens, RoBERTa's special-token ids) trained here, offline
+    and deterministically, on :func:`tiny_corpus`."""
     import tempfile
 
     from tokenizers import ByteLevelBPETokenizer
-    from transformers import BridgeTowerConfig, BridgeTowerForImageAndTextRetrieval, RobertaTokenizer
+    from transformers import RobertaTokenizer
 
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     bpe = ByteLevelBPETokenizer()
     corpus = tiny_corpus()
     bpe.train_from_iterator([" ".join(corpus)] * 2 + [" " + w for w in corpus], vocab_size=700, min_frequency=2,
@@ -333,7 +329,19 @@ def write_tiny_bridgetower(directory, seed: int = 0) -> Path:
         vocab = json.loads(Path(tmp, "vocab.json").read_text(encoding="utf-8"))
         merges = [tuple(line.split()) for line in Path(tmp, "merges.txt").read_text(encoding="utf-8").splitlines()
                   if line and not line.startswith("#")]
-    tokenizer = RobertaTokenizer(vocab=vocab, merges=merges, model_max_length=512)
+    return RobertaTokenizer(vocab=vocab, merges=merges, model_max_length=512)
+
+
+def write_tiny_bridgetower(directory, seed: int = 0) -> Path:
+    """A tiny random ``BridgeTowerForImageAndTextRetrieval`` with the real model's layout (6 cross-modal layers
+    over the top of 6-layer uni-modal towers, 12 text heads; ViT patch 16 trained at 288 px), a small RoBERTa
+    byte-level BPE tokenizer trained here on the class vocabularies, and the checkpoint's image processor
+    config — saved with ``save_pretrained`` so that :meth:`BridgeTowerBackend.load` reads it like the Hub's."""
+    from transformers import BridgeTowerConfig, BridgeTowerForImageAndTextRetrieval
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer = tiny_bpe_tokenizer()
     vocab_size = len(tokenizer)
     text = dict(
         vocab_size=vocab_size, hidden_size=48, intermediate_size=96, num_hidden_layers=6, num_attention_heads=12,
