@@ -244,7 +244,9 @@ def resolved_label_source(cfg: dict) -> str:
     source = cfg["labels"]["source"]
     if source != "auto":
         return source
-    return {"demo": "ground_truth", "folder": "list"}.get(cfg["dataset"], "gpt4o_file")
+    from .descriptors import DESCRIPTORS
+
+    return DESCRIPTORS[cfg["dataset"]].default_labels_source
 
 
 def labels_params(cfg: dict) -> dict:

@@ -16,24 +16,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .descriptors import DESCRIPTORS
 from .errors import ConfigError
 from .vocab import Vocabulary
 
 IGNORE = 255
 
-#: pnp protocol confusion-matrix sizes (§1.1 "Label space in hist")
-PNP_N_CLASS = {"voc": 21, "psc": 60, "ade20k": 151, "coco_object": 91, "coco_stuff": 183}
-PNP_BACKGROUND_NAME = {"ade20k": "Background", "coco_stuff": "unlabeled"}
-
-MMSEG_VARIANTS = {
-    "voc": ("voc21", "voc20"),
-    "psc": ("pc59", "pc60"),
-    "ade20k": ("ade150",),
-    "coco_object": ("coco_object81",),
-    "coco_stuff": ("coco_stuff171",),
-    "folder": ("folder",),
-    "demo": ("folder",),
-}
+#: pnp protocol confusion-matrix sizes (§1.1 "Label space in hist"), class-0 names and mmseg variants, from
+#: the dataset descriptors
+PNP_N_CLASS = {d.name: d.pnp_n_class for d in DESCRIPTORS.values() if d.pnp_n_class is not None}
+PNP_BACKGROUND_NAME = {d.name: d.pnp_background_name for d in DESCRIPTORS.values()}
+MMSEG_VARIANTS = {d.name: d.mmseg_variants for d in DESCRIPTORS.values()}
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 from .errors import ConfigError
 
 CAPTION_PREFIX = "A picture of "
-BENCHMARKS = ("voc", "psc", "ade20k", "coco_object", "coco_stuff")
+from .descriptors import BENCHMARKS  # noqa: E402,F401 (the public benchmarks, from their descriptors)
 
 
 def text_name(name: str) -> str:

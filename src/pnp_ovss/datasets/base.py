@@ -11,9 +11,8 @@ from ..io import default_palette, image_size, read_label_png
 from ..vocab import Vocabulary
 from ..errors import DatasetError
 
-#: background channel rule of §6.4: "always" (VOC, COCO-Object, folder, demo) or "fewer_than_3"
-BACKGROUND_ALWAYS = "always"
-BACKGROUND_FEWER_THAN_3 = "fewer_than_3"
+#: background channel rule of §6.4, per dataset in its descriptor (pnp_ovss.descriptors)
+from ..descriptors import BACKGROUND_ALWAYS, BACKGROUND_FEWER_THAN_3, DESCRIPTORS  # noqa: F401 (re-exported)
 
 
 class Dataset(ABC):
@@ -24,13 +23,31 @@ class Dataset(ABC):
     """
 
     name: str = ""
-    background_rule: str = BACKGROUND_ALWAYS
     #: True for ADE20K: the released code feeds it unnormalised, bilinear-resized (§3, §10.1)
     unnormalised_input: bool = False
 
     def __init__(self, root: Path, vocabulary: Vocabulary):
         self.root = Path(root)
         self.vocabulary = vocabulary
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> "Dataset":
+        """The adapter for a (normalised) config: a benchmark under ``data_root`` with its mmseg variant."""
+        return cls(Path(cfg.get("data_root") or "data"), cfg.get("mmseg_variant"))
+
+    @property
+    def descriptor(self):
+        """This dataset's :class:`pnp_ovss.descriptors.DatasetDescriptor`."""
+        return DESCRIPTORS[self.name]
+
+    @property
+    def background_rule(self) -> str:
+        """Refine §6.4, from the descriptor (an adapter outside the descriptors sets its own)."""
+        return getattr(self, "_background_rule", None) or self.descriptor.background_rule
+
+    @background_rule.setter
+    def background_rule(self, rule: str) -> None:
+        self._background_rule = rule
 
     # --- the split -------------------------------------------------------------------------
     @abstractmethod

@@ -21,7 +21,7 @@ from ..errors import DatasetError
 from ..io import read_label_png
 from ..protocols import IGNORE
 from ..vocab import load_vocabulary
-from .base import BACKGROUND_ALWAYS, BACKGROUND_FEWER_THAN_3, Dataset, require_dir, require_file
+from .base import Dataset, require_dir, require_file
 
 
 def _read_id_list(path: Path) -> list[str]:
@@ -41,7 +41,6 @@ def _reduce_zero_label(gt: np.ndarray) -> np.ndarray:
 
 class VOC(Dataset):
     name = "voc"
-    background_rule = BACKGROUND_ALWAYS
 
     def __init__(self, data_root: Path, mmseg_variant: str | None = None):
         super().__init__(Path(data_root) / "VOCdevkit" / "VOC2012", load_vocabulary("voc"))
@@ -81,7 +80,6 @@ class VOC(Dataset):
 
 class PascalContext(Dataset):
     name = "psc"
-    background_rule = BACKGROUND_FEWER_THAN_3
 
     def __init__(self, data_root: Path, mmseg_variant: str | None = None):
         super().__init__(Path(data_root) / "VOCdevkit" / "VOC2010", load_vocabulary("psc"))
@@ -117,7 +115,6 @@ class PascalContext(Dataset):
 
 class ADE20K(Dataset):
     name = "ade20k"
-    background_rule = BACKGROUND_FEWER_THAN_3
     unnormalised_input = True
 
     def __init__(self, data_root: Path, mmseg_variant: str | None = None):
@@ -192,7 +189,6 @@ def rasterise_instances(anns: list[dict], height: int, width: int) -> np.ndarray
 
 
 class _COCOBase(Dataset):
-    background_rule = BACKGROUND_ALWAYS
 
     def __init__(self, data_root: Path, vocab_name: str):
         self.data_root = Path(data_root)
@@ -220,7 +216,6 @@ class _COCOBase(Dataset):
 
 class COCOStuff(_COCOBase):
     name = "coco_stuff"
-    background_rule = BACKGROUND_FEWER_THAN_3
 
     def __init__(self, data_root: Path, mmseg_variant: str | None = None):
         super().__init__(data_root, "coco_stuff")
@@ -241,6 +236,10 @@ class COCOStuff(_COCOBase):
 
 class COCOObject(_COCOBase):
     name = "coco_object"
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> "COCOObject":
+        return cls(Path(cfg.get("data_root") or "data"), cfg.get("mmseg_variant"), protocol=cfg.get("protocol", "pnp"))
 
     def __init__(self, data_root: Path, mmseg_variant: str | None = None, protocol: str = "pnp"):
         super().__init__(data_root, "coco_object")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..config import normalise
+from ..descriptors import DATASET_NAMES
 from ..ordering import faithful_order
 from . import get_dataset
 
@@ -34,7 +35,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("datasets", help="check a dataset's layout and annotations")
     sub = p.add_subparsers(dest="datasets_command", metavar="ACTION", required=True)
     c = sub.add_parser("check", help="open the split and read a few images and annotations")
-    c.add_argument("--dataset", required=True, choices=["demo", "folder", "voc", "psc", "ade20k", "coco_object", "coco_stuff"])
+    c.add_argument("--dataset", required=True, choices=list(DATASET_NAMES))
     c.add_argument("--data-root", default="data")
     c.add_argument("--images", help="dataset=folder: image directory")
     c.add_argument("--classes", help="dataset=folder: class names")

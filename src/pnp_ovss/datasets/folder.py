@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import DatasetError
 from ..vocab import Vocabulary, parse_class_lines
-from .base import BACKGROUND_ALWAYS, Dataset, require_dir
+from .base import Dataset, require_dir
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -19,7 +19,15 @@ class Folder(Dataset):
     1..K = the classes in the given order, 255 = ignore)."""
 
     name = "folder"
-    background_rule = BACKGROUND_ALWAYS
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> "Folder":
+        from ..errors import ConfigError
+        from ..vocab import vocabulary_from_spec
+
+        if not cfg.get("images"):
+            raise ConfigError("dataset=folder needs 'images' (a directory of images)")
+        return cls(Path(cfg["images"]), vocabulary_from_spec(cfg.get("classes")), cfg.get("annotations"))
 
     def __init__(self, images: Path, vocabulary: Vocabulary, annotations: Path | None = None):
         super().__init__(Path(images), vocabulary)
@@ -73,6 +81,10 @@ class Demo(Folder):
     """The synthetic demo set shipped in the package (masks exact by construction)."""
 
     name = "demo"
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> "Demo":
+        return cls()
 
     def __init__(self):
         root = demo_root()

@@ -6,7 +6,11 @@ import argparse
 import json
 import sys
 
+from ..descriptors import DESCRIPTORS
 from ..vocab import load_vocabulary
+
+#: the datasets with the authors' shipped GPT-4o answers
+ANSWERED = tuple(d.name for d in DESCRIPTORS.values() if d.authors_answers)
 from .parser import MODES, answer_statistics
 from .sources import answers_file_path, authors_answers_path, load_answers, parse_with_context
 
@@ -49,7 +53,7 @@ def register(subparsers) -> None:
         description="Parse every answer of a GPT-4o answer file as the labels stage does (ALGORITHM.md §2.2) "
         "and print {image key: [dataset class ids]} (VOC/PSC/ADE: 1-based index, COCO: category id).",
     )
-    p.add_argument("--dataset", required=True, choices=["voc", "psc", "ade20k", "coco_object", "coco_stuff"])
+    p.add_argument("--dataset", required=True, choices=list(ANSWERED))
     p.add_argument("--file", default=None, help="answer JSON (default: the authors' file, downloaded once)")
     p.add_argument("--mode", choices=MODES, default="faithful")
     p.add_argument("--min-probability", type=float, default=70, help="keep a class when its probability is > this")
@@ -67,7 +71,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=_cmd_parse)
 
     f = sub.add_parser("fetch", help="download the authors' GPT-4o answer files into the user cache")
-    f.add_argument("dataset", nargs="+", choices=["voc", "psc", "ade20k", "coco_object", "coco_stuff"])
+    f.add_argument("dataset", nargs="+", choices=list(ANSWERED))
     f.add_argument("--cache-dir", default=None, help="default: $PNP_OVSS_CACHE or ~/.cache/pnp-ovss")
     f.set_defaults(func=_cmd_fetch)
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from ..config import short_hash
+from ..descriptors import DESCRIPTORS
 from ..errors import LabelError
 from ..identity import sha256_of_file
 from ..io import atomic_write_json
@@ -89,10 +90,6 @@ PRICES_PER_MILLION_TOKENS = {
     "gpt-4.1-nano": (0.10, 0.40),
 }
 
-#: COCO-Stuff id 183 ('other') was not offered to GPT (§1.1)
-COCO_STUFF_NOT_OFFERED = (183,)
-
-
 # --- the prompt ----------------------------------------------------------------------------------
 
 
@@ -113,10 +110,11 @@ def categories_text(dataset: str, vocab: Vocabulary) -> str:
     VOC/PSC/folder: ``{1: 'aeroplane', ...}``; ADE20K: the same with the full synonym lists;
     COCO: ``[[1, 'person'], [2, 'bicycle'], ...]`` (COCO-Stuff without 183 'other').
     """
-    if dataset in ("coco_object", "coco_stuff"):
-        skip = COCO_STUFF_NOT_OFFERED if dataset == "coco_stuff" else ()
+    style = DESCRIPTORS[dataset].prompt_categories if dataset in DESCRIPTORS else "dict"
+    if style == "coco_pairs":
+        skip = DESCRIPTORS[dataset].prompt_excluded_ids
         return repr([[i, n] for i, n in zip(vocab.ids, vocab.names) if i not in skip])
-    if dataset == "ade20k":
+    if style == "ade20k_synonyms":
         synonyms = ade20k_prompt_names()
         return repr({i: synonyms.get(i, n) for i, n in zip(vocab.ids, vocab.names)})
     return repr(dict(zip(vocab.ids, vocab.names)))

@@ -27,6 +27,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from ..descriptors import DESCRIPTORS, IDS_COCO_CATEGORY
 from ..errors import LabelError
 from ..vocab import Vocabulary
 
@@ -35,7 +36,7 @@ CLEAN = "clean"
 MODES = (FAITHFUL, CLEAN)
 
 #: datasets whose answers carry COCO category ids (unknown ids dropped, no-probability branch)
-COCO_DATASETS = ("coco_object", "coco_stuff")
+COCO_DATASETS = tuple(d.name for d in DESCRIPTORS.values() if d.answer_ids == IDS_COCO_CATEGORY)
 
 #: the separator variants between the two bracket groups, replaced in this order (§2.2 step 1)
 SEPARATOR_VARIANTS = (
@@ -208,7 +209,7 @@ def _faithful_probabilities(groups: list[str], entries: list[str], dataset: str,
 
 def _faithful_pairs(entries, probabilities, dataset, min_probability, raw):
     """Loop of §2.2 step 5: returns (parsed pairs, confident ids, skipped notes)."""
-    stuff = dataset == "coco_stuff"
+    stuff = dataset in DESCRIPTORS and DESCRIPTORS[dataset].answer_loop_over_classes
     loop = probabilities[: len(entries)] if stuff else probabilities
     parsed, confident, skipped = [], [], []
     for i, prob in enumerate(loop):

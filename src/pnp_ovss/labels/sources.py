@@ -22,6 +22,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from ..descriptors import DESCRIPTORS
 from ..errors import LabelError
 from ..vocab import Vocabulary
 from .parser import ParsedAnswer, no_answer, parse_answer, resolve_no_fallback
@@ -33,14 +34,8 @@ AUTHORS_REPOSITORY = "letitiabanana/PnP-OVSS"
 AUTHORS_COMMIT = "e43996255fac8526bb43a0375a734dbb638d1a61"
 AUTHORS_BASE_URL = f"https://raw.githubusercontent.com/{AUTHORS_REPOSITORY}/{AUTHORS_COMMIT}/GPT4o_classification/"
 
-#: sha256 of the authors' answer files at AUTHORS_COMMIT
-AUTHORS_SHA256 = {
-    "voc": "0720f646361130a074df819fcb17b488cd577b3dae78d14ac667da1f37c3b95c",
-    "psc": "a481ac8102f3a5c940fbed19b4faf90f8b5713c4623efd264d97f3867c989dd9",
-    "ade20k": "8114281016def99cc25d0749d79442d2cf78c7619e06bf5621170e9e5f16e20e",
-    "coco_object": "0d953575ac730c1d243e08669c513d442abfb6693d6def89c2a7dbb1de86749a",
-    "coco_stuff": "81313f7ff0beeaaf149bf0b448f33372c80f6a24a57b9088432c10935b4db224",
-}
+#: sha256 of the authors' answer files at AUTHORS_COMMIT (from the dataset descriptors)
+AUTHORS_SHA256 = {d.name: d.authors_answers[1] for d in DESCRIPTORS.values() if d.authors_answers}
 DOWNLOAD_CHUNK = 1 << 16
 
 
@@ -59,7 +54,7 @@ def authors_file_name(dataset: str) -> str:
             f"there is no authors' GPT-4o answer file for dataset {dataset!r} (only for "
             f"{', '.join(AUTHORS_SHA256)}); set labels.file or choose another labels.source"
         )
-    return f"{dataset}_classification_noboundary.json"
+    return DESCRIPTORS[dataset].authors_answers[0]
 
 
 def authors_url(dataset: str, base_url: str = AUTHORS_BASE_URL) -> str:
