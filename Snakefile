@@ -47,10 +47,10 @@ onsuccess:
     from pnp_ovss.summary import skipped_summary, write_last_run
 
     # `snakemake --report report.html --configfile results/last-run.yaml` makes this run's report
-    write_last_run(config, Path(config["results"]) / "last-run.yaml")
+    write_last_run(config, Path(config["results"]) / LAST_RUN_YAML)
 
     _skipped = skipped_summary(
-        [f"{OUT}/latest/{PLAN.run_label(run)}/skipped.csv".replace("//", "/") for run in PLAN.runs]
+        [f"{OUT}/{LATEST_DIR}/{PLAN.run_label(run)}/{SKIPPED_CSV}".replace("//", "/") for run in PLAN.runs]
     )
     if _skipped:
         print(f"pnp-ovss: {_skipped}", file=sys.stderr)

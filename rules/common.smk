@@ -8,6 +8,9 @@ from snakemake.utils import validate
 
 from pnp_ovss.config import coerce_to_schema, fold_dotted, load_schema, normalise
 from pnp_ovss.config import backend_name, resolve_fixes
+from pnp_ovss.layout import (
+    CHART_PNG, LAST_RUN_YAML, LATEST_DIR, MIOU_CSV, OVERLAYS_DIR, PARAMETERS_CSV, PER_CLASS_CSV, SKIPPED_CSV,
+)
 from pnp_ovss.model import check_model_choice, unknown_piece_warnings
 from pnp_ovss.workflow import make_plan, plan_summary, plan_warnings, sync_job_records
 
@@ -71,9 +74,9 @@ def final_targets():
     """Per run: the report (overlays, parameters; with ground truth the evaluation tables and the per-class
     chart); the masks by image name (results/<dataset>/latest/); the dataset-level miou.csv with one row
     per run (sweep combination) where there is ground truth."""
-    targets = [f"{OUT}/latest"]
-    targets += [f"{OUT}/report/{run.evaluate}/{PLAN.eval_sets[run.evaluate]}/parameters.csv" for run in PLAN.runs]
+    targets = [f"{OUT}/{LATEST_DIR}"]
+    targets += [f"{OUT}/report/{run.evaluate}/{PLAN.eval_sets[run.evaluate]}/{PARAMETERS_CSV}" for run in PLAN.runs]
     if PLAN.evaluates:
-        targets.append(f"{OUT}/miou.csv")
-        targets += [f"{OUT}/report/{run.evaluate}/{PLAN.eval_sets[run.evaluate]}/per_class_iou.png" for run in PLAN.runs]
+        targets.append(f"{OUT}/{MIOU_CSV}")
+        targets += [f"{OUT}/report/{run.evaluate}/{PLAN.eval_sets[run.evaluate]}/{CHART_PNG}" for run in PLAN.runs]
     return targets

@@ -26,9 +26,9 @@ rule evaluate:
     input:
         shards=lambda wc: PLAN.all_jobs(wc.eh),
     output:
-        miou=f"{OUT}/eval/{{eh}}/{{view}}/miou.csv",
-        per_class=f"{OUT}/eval/{{eh}}/{{view}}/per_class_iou.csv",
-        skipped=f"{OUT}/eval/{{eh}}/{{view}}/skipped.csv",
+        miou=f"{OUT}/eval/{{eh}}/{{view}}/{MIOU_CSV}",
+        per_class=f"{OUT}/eval/{{eh}}/{{view}}/{PER_CLASS_CSV}",
+        skipped=f"{OUT}/eval/{{eh}}/{{view}}/{SKIPPED_CSV}",
     log:
         f"{OUT}/logs/evaluate/{{eh}}/{{view}}.log",
     params:
@@ -42,10 +42,10 @@ rule evaluate:
 
 rule miou_table:
     input:
-        [f"{OUT}/eval/{run.evaluate}/{PLAN.eval_sets[run.evaluate]}/miou.csv" for run in PLAN.runs],
+        [f"{OUT}/eval/{run.evaluate}/{PLAN.eval_sets[run.evaluate]}/{MIOU_CSV}" for run in PLAN.runs],
     output:
         report(
-            f"{OUT}/miou.csv",
+            f"{OUT}/{MIOU_CSV}",
             caption="../workflow/report/miou.rst",
             category="mIoU",
         ),

@@ -5,23 +5,23 @@
 _REPORT_INPUTS = {"masks": lambda wc: masks_view(PLAN.upstream(wc.eh))}
 _REPORT_OUTPUTS = {
     "overlays": report(
-        directory(f"{OUT}/report/{{eh}}/{{view}}/overlays"),
+        directory(f"{OUT}/report/{{eh}}/{{view}}/{OVERLAYS_DIR}"),
         patterns=["{name}.png"],
         caption="../workflow/report/overlays.rst",
         category="Overlays",
         subcategory="run {eh}",
     ),
     "parameters": report(
-        f"{OUT}/report/{{eh}}/{{view}}/parameters.csv",
+        f"{OUT}/report/{{eh}}/{{view}}/{PARAMETERS_CSV}",
         caption="../workflow/report/parameters.rst",
         category="Parameters",
         subcategory="run {eh}",
     ),
 }
 if PLAN.evaluates:  # with ground truth: the per-class IoU chart of the run's evaluation
-    _REPORT_INPUTS["per_class"] = f"{OUT}/eval/{{eh}}/{{view}}/per_class_iou.csv"
+    _REPORT_INPUTS["per_class"] = f"{OUT}/eval/{{eh}}/{{view}}/{PER_CLASS_CSV}"
     _REPORT_OUTPUTS["chart"] = report(
-        f"{OUT}/report/{{eh}}/{{view}}/per_class_iou.png",
+        f"{OUT}/report/{{eh}}/{{view}}/{CHART_PNG}",
         caption="../workflow/report/per_class_iou.rst",
         category="Per-class IoU",
         subcategory="run {eh}",
@@ -49,7 +49,7 @@ rule latest:
     input:
         [masks_view(h) for h in dict.fromkeys(run.refine for run in PLAN.runs)],
     output:
-        directory(f"{OUT}/latest"),
+        directory(f"{OUT}/{LATEST_DIR}"),
     log:
         f"{OUT}/logs/latest.log",
     params:

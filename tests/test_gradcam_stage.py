@@ -265,3 +265,13 @@ def test_killed_job_resumes_without_recomputing_complete_images(tmp_path, tiny_d
     assert sorted(stored1 + stored2) == sorted(ids)  # every image stored exactly once
     assert not set(computed2) & complete1  # no complete image computed again
     assert computed2 == [i for i in ids if i not in complete1]
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 3])
+def test_fault_hook_counts_images_whatever_the_batch_size(tmp_path, tiny_dir, monkeypatch, batch_size):
+    """``PNP_OVSS_FAULT=gradcam:3:kill`` must fire at the third stored image, also with batches of 2."""
+    seen = []
+    monkeypatch.setattr(gradcam_stage, "after_image", lambda stage, n: seen.append((stage, n)))
+    ds, ids, labels = make_shard(tmp_path, 5)
+    run_logged(ds, ids, labels, stage_params(tiny_dir, batch_size=batch_size), tmp_path / "o", tmp_path / "w", device="cpu")
+    assert seen == [("gradcam", n) for n in range(1, 6)]

@@ -14,12 +14,11 @@ import shutil
 from pathlib import Path
 
 from .io import atomic_write_json, read_json
+from .layout import STAGE_FOLDER  # noqa: F401 (stage -> its folder under results/<dataset>/; the rules' contract)
 
 IMAGES = "images"
 SUFFIX = {"labels": ".json", "gradcam": ".zarr", "refine": ".png"}
 SKIPPED = ".skipped.json"
-#: stage -> its folder under results/<dataset>/
-STAGE_FOLDER = {"labels": "labels", "gradcam": "gradcam", "refine": "masks", "evaluate": "eval"}
 
 
 def entries_dir(stage_dir: str | os.PathLike) -> Path:

@@ -8,7 +8,6 @@ import itertools
 import json
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
 
 import yaml
 
@@ -155,17 +154,6 @@ def normalise(cfg: dict) -> dict:
     full = deep_merge(defaults(), cfg)
     validate(full)
     return full
-
-
-def load_config(path: str | Path | None = None, overrides: dict | None = None) -> dict:
-    """Read a YAML config file (optional), apply overrides, return the normalised config."""
-    cfg = {}
-    if path is not None:
-        with open(path, encoding="utf-8") as fh:
-            cfg = yaml.safe_load(fh) or {}
-    if overrides:
-        cfg = deep_merge(fold_dotted(cfg), fold_dotted(overrides))
-    return normalise(cfg)
 
 
 #: quirks that are artefacts of the released BLIP code (§10.4, §10.7, §1.2): a backend without a released
@@ -324,9 +312,6 @@ class Run:
     gradcam: str
     refine: str
     evaluate: str
-
-    def key(self) -> str:
-        return self.evaluate
 
 
 def plan_runs(cfg: dict) -> tuple[list[Run], dict[str, dict]]:

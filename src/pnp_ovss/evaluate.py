@@ -12,6 +12,7 @@ import pandas as pd
 from .datasets import Dataset
 from .errors import DatasetError
 from .io import atomic_write_bytes, atomic_write_text, read_label_png
+from .layout import SKIPPED_CSV
 from .metrics import confusion, summarise
 from .protocols import Protocol
 
@@ -19,7 +20,7 @@ log = logging.getLogger(__name__)
 
 
 def read_skipped(masks_dir: Path) -> list[dict]:
-    path = Path(masks_dir) / "skipped.csv"
+    path = Path(masks_dir) / SKIPPED_CSV
     if not path.is_file():
         return []
     with open(path, newline="", encoding="utf-8") as fh:

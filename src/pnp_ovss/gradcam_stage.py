@@ -24,15 +24,14 @@ import torch
 from tqdm import tqdm
 
 from .errors import DatasetError, LabelError
-from .faults import after_image
+from ._faults import after_image
 from .io import atomic_write_text, skipped_csv_text
 from .gradcam import ImageGradcam, uses_released_ade_input
 from .io import open_rgb
 from .ordering import batches_of
 from .store import ImageMaps, completed_ids, mark_complete, open_store, write_image_maps
+from .layout import SKIPPED_CSV, STORE_NAME
 from .vocab import caption_for
-
-STORE_NAME = "maps.zarr"
 
 
 @functools.lru_cache(maxsize=2)
@@ -216,17 +215,17 @@ def run_gradcam_shard(
                 done.add(image_id)
                 log.info("stored %s", image_id)
                 bar.update(1)
-            after_image("gradcam", len(done))
+                after_image("gradcam", len(done))
     finally:
         bar.close()
     skipped = skipped or {}
     rows = [{"image_id": i, "stage": "gradcam", "reason": r} for i, r in skipped.items()]
-    atomic_write_text(work_dir / "skipped.csv", skipped_csv_text(rows))
+    atomic_write_text(work_dir / SKIPPED_CSV, skipped_csv_text(rows))
     missing = [i for i in image_ids if i not in completed_ids(work_store) and i not in skipped]
     if missing:
         raise RuntimeError(f"gradcam shard incomplete after the run: {missing[:5]}")
     target = publish_store(work_store, out_dir)
-    os.replace(work_dir / "skipped.csv", out_dir / "skipped.csv")
+    os.replace(work_dir / SKIPPED_CSV, out_dir / SKIPPED_CSV)
     log.info("gradcam shard complete: %d images -> %s", len(image_ids), target)
 
 

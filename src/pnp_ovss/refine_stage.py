@@ -16,7 +16,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .errors import DatasetError, PnpOvssError
-from .faults import after_image
+from ._faults import after_image
+from .layout import PARAMETERS_CSV, SKIPPED_CSV
 from .io import skipped_csv_text, atomic_write_text, read_rgb, write_label_png
 from .refine import check_refine_params, refine_image
 from .store import completed_ids, open_store, read_image_maps
@@ -161,7 +162,7 @@ def run_refine_shard(
         elapsed = time.perf_counter() - started
         logger.info("refined %d images in %.1f s (%.2f s/image), %d skipped", written, elapsed,
                     elapsed / max(written, 1), len(skipped))
-        atomic_write_text(out_dir / "skipped.csv", skipped_csv_text(skipped))
+        atomic_write_text(out_dir / SKIPPED_CSV, skipped_csv_text(skipped))
         if work_dir is not None:
             publish_folder(out_dir, final_dir)
     finally:
@@ -265,7 +266,7 @@ def build_masks_view(
         if record is None:
             raise DatasetError(f"image {image_id}: no label map at {src}; run the refine stage first")
         skipped.append({"image_id": image_id, "stage": record["stage"], "reason": record["reason"]})
-    atomic_write_text(tmp / "skipped.csv", skipped_csv_text(skipped))
+    atomic_write_text(tmp / SKIPPED_CSV, skipped_csv_text(skipped))
     if view_dir.exists():
         shutil.rmtree(view_dir)
     os.replace(tmp, view_dir)
@@ -292,7 +293,7 @@ def build_latest(views: dict[Path, str], parameters: dict[str, dict], out_dir: s
         for src in sorted(Path(view).iterdir()):
             if src.suffix in (".png", ".csv"):
                 link_or_copy(src, target / src.name)
-        write_parameters_table(parameters[label], target / "parameters.csv")
+        write_parameters_table(parameters[label], target / PARAMETERS_CSV)
         folders.append(out_dir / label if label else out_dir)
     if out_dir.exists():
         shutil.rmtree(out_dir)

@@ -17,6 +17,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from .errors import DatasetError
 from .io import atomic_write_bytes, read_label_png, read_rgb
+from .layout import CHART_PNG, OVERLAYS_DIR
 
 log = logging.getLogger(__name__)
 
@@ -344,10 +345,10 @@ def make_report_figures(
     Returns ``{"overlays": [paths], "iou_chart": path or None}``.
     """
     out_dir = Path(out_dir)
-    overlays = write_overlay_samples(dataset, masks_dirs, image_ids, out_dir / "overlays", samples)
+    overlays = write_overlay_samples(dataset, masks_dirs, image_ids, out_dir / OVERLAYS_DIR, samples)
     chart = None
     if per_class_csv is not None and Path(per_class_csv).is_file():
-        chart = iou_bar_chart(per_class_csv, out_dir / "per_class_iou.png", title=f"Per-class IoU, {dataset.name}")
+        chart = iou_bar_chart(per_class_csv, out_dir / CHART_PNG, title=f"Per-class IoU, {dataset.name}")
     return {"overlays": overlays, "iou_chart": chart}
 
 

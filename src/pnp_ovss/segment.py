@@ -12,6 +12,7 @@ from pathlib import Path
 from .config import normalise, plan_runs
 from .datasets.folder import Files
 from .errors import ConfigError
+from .layout import STORE_NAME
 from .io import atomic_write_bytes, read_label_png, read_rgb
 from .vocab import vocabulary_from_spec
 
@@ -70,7 +71,7 @@ def segment(image_paths: list[Path], classes: str, out_dir: Path, args: argparse
         labels = read_labels_shard(labels_json)["images"]
         store_dir = tmp / "gradcam"
         run_gradcam_shard(dataset, ids, labels, table[run.gradcam], store_dir, tmp / "work", cfg["gradcam"]["device"], log)
-        run_refine_shard(dataset, store_dir / "maps.zarr", ids, table[run.refine], out_dir, log, on_error="fail")
+        run_refine_shard(dataset, store_dir / STORE_NAME, ids, table[run.refine], out_dir, log, on_error="fail")
     names = dict(zip(dataset.vocabulary.ids, dataset.vocabulary.names))
     written = []
     for image_id in ids:

@@ -83,7 +83,7 @@ def select_labels(dataset, image_ids, params, options, out_path=None, cache_dir=
             raise DatasetError(f"labels.source=ground_truth: dataset {dataset.name} has no annotations")
         return labels_from_ground_truth(dataset, image_ids, params)
     if source == "list":
-        return labels_from_list(dataset, image_ids, params, options.get("classes", params.get("classes_list")))
+        return labels_from_list(dataset, image_ids, params, params.get("classes_list"))
     raise LabelError(f"unknown labels.source {source!r}; expected one of {', '.join(SOURCES)}")
 
 

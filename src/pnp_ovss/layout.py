@@ -1,0 +1,24 @@
+"""The rule ↔ library contract: every file and folder name that both the Snakemake rules and the package
+spell. Rules import these names (rules/common.smk) instead of writing the strings again."""
+
+from __future__ import annotations
+
+#: a shard's GradCAM store for `pnp-ovss segment` / run_gradcam_shard
+STORE_NAME = "maps.zarr"
+#: per stage folder and per run: the images left out with the reason
+SKIPPED_CSV = "skipped.csv"
+#: per run (eval/<eh>/set-<key>/) and per dataset (one row per run)
+MIOU_CSV = "miou.csv"
+PER_CLASS_CSV = "per_class_iou.csv"
+#: the append-only ledger of every run evaluated, beside the dataset's miou.csv
+RUNS_CSV = "runs.csv"
+#: report outputs per run (report/<eh>/set-<key>/)
+PARAMETERS_CSV = "parameters.csv"
+CHART_PNG = "per_class_iou.png"
+OVERLAYS_DIR = "overlays"
+#: results/<dataset>/latest/: the current runs' masks by image name
+LATEST_DIR = "latest"
+#: results/last-run.yaml: the config of the last successful run (for `snakemake --report`)
+LAST_RUN_YAML = "last-run.yaml"
+#: the folder of each stage under results/<dataset>/
+STAGE_FOLDER = {"labels": "labels", "gradcam": "gradcam", "refine": "masks", "evaluate": "eval"}
