@@ -8,7 +8,7 @@ from pnp_ovss.config import normalise
 from pnp_ovss.datasets import get_dataset
 from pnp_ovss.datasets.folder import demo_root
 from pnp_ovss.demo import write_demo
-from pnp_ovss.evaluate import evaluate_shard, save_shard, write_tables
+from pnp_ovss.stages.evaluate import evaluate_shard, save_shard, write_tables
 from pnp_ovss.io import write_label_png
 from pnp_ovss.protocols import get_protocol
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from _tiny_blip import CLASS_LISTS, FakeDataset, tiny, tiny_dir, write_images  # noqa: F401  (fixtures)
-from pnp_ovss import gradcam_stage
+from pnp_ovss.stages import gradcam as gradcam_stage
 from pnp_ovss.config import short_hash
 from pnp_ovss.store import completed_ids, read_image_maps
 
@@ -203,7 +203,7 @@ KILL_SCRIPT = textwrap.dedent(
     import json, logging, sys, time
     sys.path.insert(0, {tests!r})
     from _tiny_blip import FakeDataset
-    from pnp_ovss.gradcam_stage import run_gradcam_shard
+    from pnp_ovss.stages.gradcam import run_gradcam_shard
 
     cfg = json.load(open(sys.argv[1]))
 

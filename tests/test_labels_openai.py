@@ -22,7 +22,7 @@ from PIL import Image
 from pnp_ovss.errors import LabelError
 from pnp_ovss.labels import openai_live
 from pnp_ovss.labels.openai_live import LiveSettings, categories_text, query_answers
-from pnp_ovss.labels.stage import read_labels_shard, run_labels_shard
+from pnp_ovss.stages.labels import read_labels_shard, run_labels_shard
 from pnp_ovss.vocab import load_vocabulary
 
 SECRET_KEY = "sk-test-DO-NOT-LEAK-0123456789abcdef"

@@ -12,7 +12,7 @@ import pytest
 from pnp_ovss.config import labels_params, normalise
 from pnp_ovss.datasets.base import Dataset
 from pnp_ovss.errors import LabelError
-from pnp_ovss.labels import read_labels_shard, run_labels_shard
+from pnp_ovss.stages.labels import read_labels_shard, run_labels_shard
 from pnp_ovss.labels.cli import main as labels_main
 from pnp_ovss.labels.parser import parse_answer
 from pnp_ovss.vocab import load_vocabulary

@@ -13,7 +13,7 @@ from _refine_fakes import FakeDataset, quadrant_image, quadrant_maps, write_fixt
 from pnp_ovss.errors import DatasetError
 from pnp_ovss.io import default_palette, write_label_png
 from pnp_ovss.refine import RELEASED_PARAMS, refine_image
-from pnp_ovss.refine_stage import run_refine_shard, skipped_csv_text
+from pnp_ovss.stages.refine import run_refine_shard, skipped_csv_text
 
 H, W = 60, 80
 
@@ -93,7 +93,7 @@ def test_log_file_gets_the_summary(shard):
     run_refine_shard(dataset, store, ["good", "not_in_store"], dict(RELEASED_PARAMS), root / "masks", log=log_path)
     text = log_path.read_text()
     assert "refined 1 images" in text and "skipped not_in_store" in text
-    assert not any(isinstance(h, logging.FileHandler) for h in logging.getLogger("pnp_ovss.refine_stage").handlers)
+    assert not any(isinstance(h, logging.FileHandler) for h in logging.getLogger("pnp_ovss.stages.refine").handlers)
 
 
 def test_no_class_image_is_all_background(tmp_path):

@@ -13,7 +13,7 @@ import os
 import shutil
 from pathlib import Path
 
-from .io import atomic_write_json, read_json
+from .io import atomic_write_json, publish, read_json
 from .layout import STAGE_FOLDER  # noqa: F401 (stage -> its folder under results/<dataset>/; the rules' contract)
 
 IMAGES = "images"
@@ -72,16 +72,6 @@ def read_labels_entry(stage_dir, key: str) -> dict:
     return read_json(entry_path(stage_dir, "labels", key))
 
 
-def publish_dir(tmp: Path, final: Path) -> None:
-    """Rename a finished folder into place; if another writer got there first, keep theirs."""
-    try:
-        os.replace(tmp, final)
-    except OSError:
-        if not final.exists():
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def write_gradcam_entry(stage_dir, key: str, item) -> Path:
     """One image's GradCAM store (a Zarr group holding the image's group, as in the shard stores)."""
     from .store import open_store, write_image_maps
@@ -93,7 +83,7 @@ def write_gradcam_entry(stage_dir, key: str, item) -> Path:
     tmp = final.parent / f".{key}.{os.getpid()}.tmp.zarr"
     shutil.rmtree(tmp, ignore_errors=True)
     write_image_maps(open_store(tmp, create=True), item, complete=True)
-    publish_dir(tmp, final)
+    publish(tmp, final, existing="keep")
     return final
 
 

@@ -44,6 +44,54 @@ def atomic_write_json(path: str | os.PathLike, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=False) + "\n")
 
 
+def _remove(path: Path) -> None:
+    import shutil
+
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def publish(src: str | os.PathLike, dst: str | os.PathLike, existing: str = "replace") -> Path:
+    """Move a finished file or folder ``src`` to ``dst`` with one rename (copy + rename across file systems),
+    so that ``dst`` is either absent or whole. What happens to a ``dst`` already there:
+
+    * ``replace``: it is removed first (a shard's store that is rebuilt);
+    * ``keep``: it stays and ``src`` is discarded (a per-image entry another writer finished first: entries
+      are never rewritten);
+    * ``refuse``: an empty folder is replaced, anything else is a ``FileExistsError``.
+    """
+    import errno
+    import shutil
+
+    src, dst = Path(src), Path(dst)
+    if existing not in ("replace", "keep", "refuse"):
+        raise ValueError(f"publish: unknown existing={existing!r}")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.exists():
+        if existing == "keep":
+            _remove(src)
+            return dst
+        if existing == "refuse" and not (dst.is_dir() and not any(dst.iterdir())):
+            raise FileExistsError(f"{dst}: output exists and is not empty")
+        _remove(dst)
+    try:
+        os.replace(src, dst)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            if existing == "keep" and dst.exists():  # another writer renamed its copy in between
+                _remove(src)
+                return dst
+            raise
+        tmp = dst.parent / f".{dst.name}.{os.getpid()}.tmp"
+        _remove(tmp)
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, tmp)
+        os.replace(tmp, dst)
+        _remove(src)
+    return dst
+
+
 def read_json(path: str | os.PathLike):
     path = Path(path)
     try:

@@ -46,9 +46,9 @@ def segment_config(classes: str, args: argparse.Namespace) -> dict:
 
 
 def segment(image_paths: list[Path], classes: str, out_dir: Path, args: argparse.Namespace) -> list[Path]:
-    from .gradcam_stage import run_gradcam_shard
-    from .labels.stage import read_labels_shard, run_labels_shard
-    from .refine_stage import run_refine_shard
+    from .stages.gradcam import run_gradcam_shard
+    from .stages.labels import read_labels_shard, run_labels_shard
+    from .stages.refine import run_refine_shard
     from .report import overlay
 
     from .config import resolve_fixes

@@ -1,8 +1,8 @@
-"""Rule evaluate: sum the shards of a run into miou.csv and per_class_iou.csv (logic in pnp_ovss.evaluate)."""
+"""Rule evaluate: sum the shards of a run into miou.csv and per_class_iou.csv (logic in pnp_ovss.stages.evaluate)."""
 from pathlib import Path
 
 from pnp_ovss.datasets import get_dataset
-from pnp_ovss.evaluate import write_tables
+from pnp_ovss.stages.evaluate import write_tables
 from pnp_ovss.protocols import get_protocol
 from pnp_ovss.workflow import stage_logger
 

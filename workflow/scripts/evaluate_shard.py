@@ -1,8 +1,8 @@
-"""Rule evaluate_shard: the confusion matrix of one shard job's images (logic in pnp_ovss.evaluate)."""
+"""Rule evaluate_shard: the confusion matrix of one shard job's images (logic in pnp_ovss.stages.evaluate)."""
 from pathlib import Path
 
 from pnp_ovss.datasets import get_dataset
-from pnp_ovss.evaluate import evaluate_job, save_shard
+from pnp_ovss.stages.evaluate import evaluate_job, save_shard
 from pnp_ovss.protocols import get_protocol
 from pnp_ovss.workflow import stage_logger, write_params_yaml
 

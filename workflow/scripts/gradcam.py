@@ -1,8 +1,8 @@
-"""Rule gradcam: GradCAM + Salience Drop for one shard job, any backend (logic in pnp_ovss.gradcam_stage)."""
+"""Rule gradcam: GradCAM + Salience Drop for one shard job, any backend (logic in pnp_ovss.stages.gradcam)."""
 from pathlib import Path
 
 from pnp_ovss.datasets import get_dataset
-from pnp_ovss.gradcam_stage import run_gradcam_job
+from pnp_ovss.stages.gradcam import run_gradcam_job
 from pnp_ovss.workflow import stage_logger, write_params_yaml
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)

@@ -2,7 +2,7 @@
 from pathlib import Path
 
 from pnp_ovss.datasets import get_dataset
-from pnp_ovss.labels.stage import run_labels_job
+from pnp_ovss.stages.labels import run_labels_job
 from pnp_ovss.workflow import stage_logger, write_params_yaml
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)

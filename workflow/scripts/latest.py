@@ -1,7 +1,7 @@
-"""Rule latest: results/<dataset>/latest/ = the current runs' masks by image name (logic in pnp_ovss.refine_stage)."""
+"""Rule latest: results/<dataset>/latest/ = the current runs' masks by image name (logic in pnp_ovss.stages.refine)."""
 from pathlib import Path
 
-from pnp_ovss.refine_stage import build_latest
+from pnp_ovss.stages.refine import build_latest
 from pnp_ovss.workflow import stage_logger
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)

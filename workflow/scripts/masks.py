@@ -2,7 +2,7 @@
 from pathlib import Path
 
 from pnp_ovss.layout import SKIPPED_CSV
-from pnp_ovss.refine_stage import build_masks_view
+from pnp_ovss.stages.refine import build_masks_view
 from pnp_ovss.workflow import stage_logger
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)

@@ -2,7 +2,7 @@
 (runs.csv, rows only added)."""
 from pathlib import Path
 
-from pnp_ovss.evaluate import append_ledger, concat_csv
+from pnp_ovss.stages.evaluate import append_ledger, concat_csv
 from pnp_ovss.layout import RUNS_CSV
 from pnp_ovss.workflow import stage_logger
 

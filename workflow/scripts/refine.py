@@ -1,8 +1,8 @@
-"""Rule refine: label maps for one shard job from the GradCAM stores (logic in pnp_ovss.refine_stage)."""
+"""Rule refine: label maps for one shard job from the GradCAM stores (logic in pnp_ovss.stages.refine)."""
 from pathlib import Path
 
 from pnp_ovss.datasets import get_dataset
-from pnp_ovss.refine_stage import run_refine_job
+from pnp_ovss.stages.refine import run_refine_job
 from pnp_ovss.workflow import stage_logger, write_params_yaml
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)

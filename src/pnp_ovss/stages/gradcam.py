@@ -12,32 +12,30 @@ The rule script calls :func:`run_gradcam_shard` directly.
 
 from __future__ import annotations
 
-import errno
 import functools
 import logging
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from .errors import DatasetError, LabelError
-from ._faults import after_image
-from .io import atomic_write_text, skipped_csv_text
-from .gradcam import ImageGradcam, uses_released_ade_input
-from .io import open_rgb
-from .ordering import batches_of
-from .store import ImageMaps, completed_ids, mark_complete, open_store, write_image_maps
-from .layout import SKIPPED_CSV, STORE_NAME
-from .vocab import caption_for
+from ..errors import DatasetError, LabelError
+from .._faults import after_image
+from ..io import atomic_write_text, publish, skipped_csv_text
+from ..gradcam import ImageGradcam, uses_released_ade_input
+from ..io import open_rgb
+from ..ordering import batches_of
+from ..store import ImageMaps, completed_ids, mark_complete, open_store, write_image_maps
+from ..layout import SKIPPED_CSV, STORE_NAME
+from ..vocab import caption_for
 
 
 @functools.lru_cache(maxsize=2)
 def cached_model(model_id: str, image_size: int, device: str, backend: str = "blip"):
     """One model per process (a shard job loads it once): a :class:`pnp_ovss.backends.LoadedModel`."""
-    from .backends import load_model
+    from ..backends import load_model
 
     return load_model(backend, model_id, image_size, device)
 
@@ -135,25 +133,6 @@ def compute_and_log(dataset, todo, labels, params, loaded, skipped, log) -> dict
     return results
 
 
-def publish_store(work_store: Path, out_dir: Path) -> Path:
-    """Move the finished store into ``out_dir/maps.zarr`` with one rename (copy + rename across devices)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / STORE_NAME
-    if target.exists():
-        shutil.rmtree(target)
-    try:
-        os.replace(work_store, target)
-    except OSError as exc:
-        if exc.errno != errno.EXDEV:
-            raise
-        tmp = out_dir / f".{STORE_NAME}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(work_store, tmp)
-        os.replace(tmp, target)
-        shutil.rmtree(work_store)
-    return target
-
-
 def run_gradcam_shard(
     dataset,
     image_ids: list[str],
@@ -224,7 +203,7 @@ def run_gradcam_shard(
     missing = [i for i in image_ids if i not in completed_ids(work_store) and i not in skipped]
     if missing:
         raise RuntimeError(f"gradcam shard incomplete after the run: {missing[:5]}")
-    target = publish_store(work_store, out_dir)
+    target = publish(work_store, out_dir / STORE_NAME, existing="replace")
     os.replace(work_dir / SKIPPED_CSV, out_dir / SKIPPED_CSV)
     log.info("gradcam shard complete: %d images -> %s", len(image_ids), target)
 
@@ -253,8 +232,8 @@ def run_gradcam_job(
     renamed into place, so a killed job resumes at its first unwritten image. Logs ``computed <id>`` for
     every image through the model and the computed/reused counts; returns the ids computed.
     """
-    from .cache import entry_path, is_done, listing, write_gradcam_entry, write_manifest, write_skip
-    from .labels.stage import read_label_entries
+    from ..cache import entry_path, is_done, listing, write_gradcam_entry, write_manifest, write_skip
+    from .labels import read_label_entries
 
     log = log or logging.getLogger(__name__)
     stage_dir = Path(stage_dir)

@@ -17,9 +17,9 @@ from pathlib import Path
 from ..errors import DatasetError, LabelError
 from ..cache import is_done, listing, read_labels_entry, write_labels_entry, write_manifest
 from ..io import atomic_write_json, read_json
-from .openai_live import LiveSettings, query_answers, structured_to_text
-from .parser import ParsedAnswer, answer_statistics
-from .sources import (
+from ..labels.openai_live import LiveSettings, query_answers, structured_to_text
+from ..labels.parser import ParsedAnswer, answer_statistics
+from ..labels.sources import (
     answers_file_path,
     labels_from_file,
     labels_from_ground_truth,

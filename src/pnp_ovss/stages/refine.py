@@ -15,12 +15,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .errors import DatasetError, PnpOvssError
-from ._faults import after_image
-from .layout import PARAMETERS_CSV, SKIPPED_CSV
-from .io import skipped_csv_text, atomic_write_text, read_rgb, write_label_png
-from .refine import check_refine_params, refine_image
-from .store import completed_ids, open_store, read_image_maps
+from ..errors import DatasetError, PnpOvssError
+from .._faults import after_image
+from ..layout import PARAMETERS_CSV, SKIPPED_CSV
+from ..io import atomic_write_text, publish, read_rgb, skipped_csv_text, write_label_png
+from ..refine import check_refine_params, refine_image
+from ..store import completed_ids, open_store, read_image_maps
 
 _log = logging.getLogger(__name__)
 _LOGGERS = (__name__, "pnp_ovss.refine")
@@ -86,16 +86,6 @@ def refine_failure(exc: Exception, image_id: str, on_error: str, logger: logging
         raise exc
     logger.warning("skipped %s: %s", image_id, exc)
     return str(exc)
-
-
-def publish_folder(work_dir: Path, out_dir: Path) -> None:
-    """Move the finished work folder to ``out_dir`` with one rename (an empty ``out_dir`` is replaced)."""
-    if out_dir.exists():
-        if any(out_dir.iterdir()):
-            raise FileExistsError(f"{out_dir}: output folder exists and is not empty")
-        out_dir.rmdir()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(work_dir, out_dir)
 
 
 def run_refine_shard(
@@ -164,7 +154,7 @@ def run_refine_shard(
                     elapsed / max(written, 1), len(skipped))
         atomic_write_text(out_dir / SKIPPED_CSV, skipped_csv_text(skipped))
         if work_dir is not None:
-            publish_folder(out_dir, final_dir)
+            publish(out_dir, final_dir, existing="refuse")
     finally:
         _detach_log(attached)
     return skipped
@@ -187,7 +177,7 @@ def run_refine_job(
     """Refine the images of a shard job that have no label map yet (``<stage_dir>/images/<key>.png``, each
     written atomically); the others are reused. An image that GradCAM skipped, or (``on_error: skip``) that
     fails here, gets a ``<key>.skipped.json`` record instead. Returns the ids refined."""
-    from .cache import entry_path, is_done, listing, read_skip, write_manifest, write_skip
+    from ..cache import entry_path, is_done, listing, read_skip, write_manifest, write_skip
 
     if on_error not in ("fail", "skip"):
         raise ValueError(f"on_error is {on_error!r}; expected 'fail' or 'skip'")
@@ -250,7 +240,7 @@ def build_masks_view(
     views of the same refine folder (earlier image sets) are removed: the maps themselves stay."""
     import shutil
 
-    from .cache import entry_path, read_skip, remove_other_sets
+    from ..cache import entry_path, read_skip, remove_other_sets
 
     view_dir = Path(view_dir)
     tmp = view_dir.parent / f".{view_dir.name}.tmp"
@@ -267,9 +257,7 @@ def build_masks_view(
             raise DatasetError(f"image {image_id}: no label map at {src}; run the refine stage first")
         skipped.append({"image_id": image_id, "stage": record["stage"], "reason": record["reason"]})
     atomic_write_text(tmp / SKIPPED_CSV, skipped_csv_text(skipped))
-    if view_dir.exists():
-        shutil.rmtree(view_dir)
-    os.replace(tmp, view_dir)
+    publish(tmp, view_dir, existing="replace")
     remove_other_sets(view_dir.parent, view_dir.name)
     return len(image_ids) - len(skipped), skipped
 
@@ -281,7 +269,7 @@ def build_latest(views: dict[Path, str], parameters: dict[str, dict], out_dir: s
     ``skipped.csv``. Files are hard links to the per-image maps. Built beside and renamed into place."""
     import shutil
 
-    from .report import write_parameters_table
+    from ..report import write_parameters_table
 
     out_dir = Path(out_dir)
     tmp = out_dir.parent / f".{out_dir.name}.tmp"
@@ -295,7 +283,5 @@ def build_latest(views: dict[Path, str], parameters: dict[str, dict], out_dir: s
                 link_or_copy(src, target / src.name)
         write_parameters_table(parameters[label], target / PARAMETERS_CSV)
         folders.append(out_dir / label if label else out_dir)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
+    publish(tmp, out_dir, existing="replace")
     return folders

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .datasets import Dataset
-from .errors import DatasetError
-from .io import atomic_write_bytes, atomic_write_text, read_label_png
-from .layout import SKIPPED_CSV
-from .metrics import confusion, summarise
-from .protocols import Protocol
+from ..datasets import Dataset
+from ..errors import DatasetError
+from ..io import atomic_write_bytes, atomic_write_text, read_label_png
+from ..layout import SKIPPED_CSV
+from ..metrics import confusion, summarise
+from ..protocols import Protocol
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def evaluate_job(
 ) -> tuple[np.ndarray, int, list[dict]]:
     """Confusion matrix of a shard job's images, read from the per-image label maps of ``masks_dir``
     (``images/<key>.png``; an image skipped upstream is listed with its stage and reason)."""
-    from .cache import entry_path, read_skip
+    from ..cache import entry_path, read_skip
 
     masks, skipped = {}, []
     for image_id in image_ids:
