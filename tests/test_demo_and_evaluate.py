@@ -8,7 +8,7 @@ from pnp_ovss.config import normalise
 from pnp_ovss.datasets import get_dataset
 from pnp_ovss.datasets.folder import demo_root
 from pnp_ovss.demo import write_demo
-from pnp_ovss.stages.evaluate import evaluate_shard, save_shard, write_tables
+from pnp_ovss.stages.evaluate import run_evaluate_shard, save_shard, write_tables
 from pnp_ovss.io import write_label_png
 from pnp_ovss.protocols import get_protocol
 
@@ -31,7 +31,7 @@ def demo():
 
 def _score(demo, masks_dir, ids, protocol_name, tmp_path, tag):
     prot = get_protocol("demo", protocol_name, demo.vocabulary)
-    hist, n, skipped = evaluate_shard(demo, prot, ids, masks_dir)
+    hist, n, skipped = run_evaluate_shard(demo, ids, prot, masks_dir)
     save_shard(tmp_path / f"{tag}.npz", hist, n, skipped)
     row = write_tables(
         [tmp_path / f"{tag}.npz"], prot, "demo", {"refine.hash": "x"},
@@ -76,6 +76,6 @@ def test_missing_mask_fails_or_is_skipped(demo, tmp_path):
         write_label_png(tmp_path / "m" / f"{i}.png", demo.ground_truth(i, "pnp"))
     prot = get_protocol("demo", "pnp", demo.vocabulary)
     with pytest.raises(Exception, match=f"{ids[0]}.png: predicted mask missing"):
-        evaluate_shard(demo, prot, ids, tmp_path / "m")
-    hist, n, skipped = evaluate_shard(demo, prot, ids, tmp_path / "m", on_error="skip")
+        run_evaluate_shard(demo, ids, prot, tmp_path / "m")
+    hist, n, skipped = run_evaluate_shard(demo, ids, prot, tmp_path / "m", on_error="skip")
     assert n == 5 and [s["image_id"] for s in skipped] == [ids[0]]

@@ -99,3 +99,10 @@ def test_an_unknown_dataset_names_the_known_ones():
 
     with pytest.raises(ConfigError, match="known: demo, folder, voc"):
         get_dataset({"dataset": "imagenet"})
+
+
+def test_readme_lists_every_dataset_with_its_layout():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Datasets", 1)[1].split("\n## ", 1)[0]
+    for d in DESCRIPTORS.values():
+        assert f"| `{d.name}` | {d.title} | `{d.layout}` | {d.split} |" in section, d.name

@@ -84,7 +84,7 @@ def test_shard_store_contents_and_publication(tmp_path, tiny_dir):
     params = stage_params(tiny_dir, exclude_sep_rows=True, mean_last_class=True)
     out, work = tmp_path / "out" / "shard-0000", tmp_path / "work" / "shard-0000"
     out.mkdir(parents=True)  # Snakemake may or may not have created the directory output
-    msgs = run_logged(ds, ids, labels, params, out, work, device="cpu")
+    msgs = run_logged(ds, ids, params, labels, out, work, device="cpu")
     store = out / "maps.zarr"
     assert store.is_dir() and not (work / "maps.zarr").exists()
     assert completed_ids(store) == set(ids)
@@ -109,7 +109,7 @@ def test_shard_store_contents_and_publication(tmp_path, tiny_dir):
         else:  # no confident class: stored with K = 0 and no drop iterations
             assert item.dropped.shape == (0, 5)
     # a rerun on a published shard does nothing
-    again = run_logged(ds, ids, labels, params, out, work, device="cpu")
+    again = run_logged(ds, ids, params, labels, out, work, device="cpu")
     assert not ids_logged(again, "computed")
 
 
@@ -120,7 +120,7 @@ def test_stage_results_equal_gradcam_batch_in_the_given_batches(tmp_path, tiny, 
 
     ds, ids, labels = make_shard(tmp_path, 3)
     params = stage_params(tiny_dir, batch_size=3)
-    run_logged(ds, ids, labels, params, tmp_path / "out", tmp_path / "work", device="cpu")
+    run_logged(ds, ids, params, labels, tmp_path / "out", tmp_path / "work", device="cpu")
     model, tok = tiny
     x = torch.stack([preprocess_image(open_rgb(ds.image_path(i)), 160) for i in ids])
     want = gradcam_batch(model, tok, x, [labels[i]["names"] for i in ids], params)
@@ -143,15 +143,15 @@ def test_released_ade_input_follows_the_dataset_and_the_fix(tmp_path, tiny_dir, 
     monkeypatch.setattr(BlipBackend, "preprocess", spy)
     ds, ids, labels = make_shard(tmp_path, 1)
     ds.unnormalised_input = True
-    run_logged(ds, ids, labels, stage_params(tiny_dir), tmp_path / "o1", tmp_path / "w1", device="cpu")
-    run_logged(ds, ids, labels, stage_params(tiny_dir, normalize_ade=True), tmp_path / "o2", tmp_path / "w2", device="cpu")
+    run_logged(ds, ids, stage_params(tiny_dir), labels, tmp_path / "o1", tmp_path / "w1", device="cpu")
+    run_logged(ds, ids, stage_params(tiny_dir, normalize_ade=True), labels, tmp_path / "o2", tmp_path / "w2", device="cpu")
     assert seen == [True, False]
 
 
 def test_faithful_resume_recomputes_a_partial_batch_without_rewriting_its_complete_images(tmp_path, tiny_dir, monkeypatch):
     ds, ids, labels = make_shard(tmp_path, 6)
     params = stage_params(tiny_dir)  # faithful, batches of 2
-    run_logged(ds, ids, labels, params, tmp_path / "ref_out", tmp_path / "ref_work", device="cpu")
+    run_logged(ds, ids, params, labels, tmp_path / "ref_out", tmp_path / "ref_work", device="cpu")
 
     real_mark = gradcam_stage.mark_complete
 
@@ -163,12 +163,12 @@ def test_faithful_resume_recomputes_a_partial_batch_without_rewriting_its_comple
     out, work = tmp_path / "out", tmp_path / "work"
     monkeypatch.setattr(gradcam_stage, "mark_complete", crash_on_img_003)
     with pytest.raises(KeyboardInterrupt):
-        run_logged(ds, ids, labels, params, out, work, device="cpu")
+        run_logged(ds, ids, params, labels, out, work, device="cpu")
     monkeypatch.setattr(gradcam_stage, "mark_complete", real_mark)
     assert completed_ids(work / "maps.zarr") == {"img_000", "img_001", "img_002"}
     assert not (out / "maps.zarr").exists()
 
-    msgs = run_logged(ds, ids, labels, params, out, work, device="cpu")
+    msgs = run_logged(ds, ids, params, labels, out, work, device="cpu")
     # batch 1 skipped; batch 2 (img_002 complete, img_003 not) recomputed whole, only img_003 rewritten
     assert ids_logged(msgs, "computed") == ["img_002", "img_003", "img_004", "img_005"]
     assert ids_logged(msgs, "stored") == ["img_003", "img_004", "img_005"]
@@ -191,9 +191,9 @@ def test_clean_resume_computes_only_unfinished_images(tmp_path, tiny_dir, monkey
 
     monkeypatch.setattr(gradcam_stage, "mark_complete", crash)
     with pytest.raises(KeyboardInterrupt):
-        run_logged(ds, ids, labels, params, tmp_path / "out", tmp_path / "work", device="cpu")
+        run_logged(ds, ids, params, labels, tmp_path / "out", tmp_path / "work", device="cpu")
     monkeypatch.setattr(gradcam_stage, "mark_complete", real_mark)
-    msgs = run_logged(ds, ids, labels, params, tmp_path / "out", tmp_path / "work", device="cpu")
+    msgs = run_logged(ds, ids, params, labels, tmp_path / "out", tmp_path / "work", device="cpu")
     assert ids_logged(msgs, "computed") == ["img_003"]
     assert completed_ids(tmp_path / "out" / "maps.zarr") == set(ids)
 
@@ -216,7 +216,7 @@ KILL_SCRIPT = textwrap.dedent(
     log.setLevel(logging.INFO)
     log.addHandler(logging.FileHandler(cfg["log"]))
     ds = SlowDataset(cfg["images"], cfg["ids"])
-    run_gradcam_shard(ds, cfg["ids"], cfg["labels"], cfg["params"], cfg["out"], cfg["work"], "cpu", log, progress=False)
+    run_gradcam_shard(ds, cfg["ids"], cfg["params"], cfg["labels"], cfg["out"], cfg["work"], "cpu", log, progress=False)
     """
 )
 
@@ -259,7 +259,7 @@ def test_killed_job_resumes_without_recomputing_complete_images(tmp_path, tiny_d
     assert set(stored1) == complete1 and 4 <= len(complete1) < len(ids)
     assert not (out / "maps.zarr").exists()
 
-    msgs = run_logged(ds, ids, labels, params, out, work, device="cpu")
+    msgs = run_logged(ds, ids, params, labels, out, work, device="cpu")
     stored2, computed2 = ids_logged(msgs, "stored"), ids_logged(msgs, "computed")
     assert completed_ids(out / "maps.zarr") == set(ids)
     assert sorted(stored1 + stored2) == sorted(ids)  # every image stored exactly once
@@ -273,5 +273,5 @@ def test_fault_hook_counts_images_whatever_the_batch_size(tmp_path, tiny_dir, mo
     seen = []
     monkeypatch.setattr(gradcam_stage, "after_image", lambda stage, n: seen.append((stage, n)))
     ds, ids, labels = make_shard(tmp_path, 5)
-    run_logged(ds, ids, labels, stage_params(tiny_dir, batch_size=batch_size), tmp_path / "o", tmp_path / "w", device="cpu")
+    run_logged(ds, ids, stage_params(tiny_dir, batch_size=batch_size), labels, tmp_path / "o", tmp_path / "w", device="cpu")
     assert seen == [("gradcam", n) for n in range(1, 6)]

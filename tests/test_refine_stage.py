@@ -38,7 +38,7 @@ def shard(tmp_path):
 def test_writes_a_palette_png_in_dataset_ids_equal_to_refine_image(shard):
     dataset, store, root = shard
     out = root / "masks" / "shard-0000"
-    skipped = run_refine_shard(dataset, store, ["good"], dict(RELEASED_PARAMS), out)
+    skipped = run_refine_shard(dataset, ["good"], dict(RELEASED_PARAMS), store, out)
     assert skipped == []
     with Image.open(out / "good.png") as im:
         assert im.mode == "P" and im.size == (W, H)
@@ -55,7 +55,7 @@ def test_writes_a_palette_png_in_dataset_ids_equal_to_refine_image(shard):
 def test_skip_lists_missing_maps_and_size_mismatch_and_goes_on(shard):
     dataset, store, root = shard
     out = root / "masks"
-    skipped = run_refine_shard(dataset, store, ["wrong_size", "good", "not_in_store"], dict(RELEASED_PARAMS), out,
+    skipped = run_refine_shard(dataset, ["wrong_size", "good", "not_in_store"], dict(RELEASED_PARAMS), store, out,
                                on_error="skip")
     rows = read_skipped(out / "skipped.csv")
     assert rows == skipped
@@ -70,13 +70,13 @@ def test_skip_lists_missing_maps_and_size_mismatch_and_goes_on(shard):
 def test_fail_stops_with_an_error_naming_the_image_file(shard):
     dataset, store, root = shard
     with pytest.raises(DatasetError, match=r"wrong_size\.png: image is 84x60 .* recorded for 80x60"):
-        run_refine_shard(dataset, store, ["wrong_size"], dict(RELEASED_PARAMS), root / "masks")
+        run_refine_shard(dataset, ["wrong_size"], dict(RELEASED_PARAMS), store, root / "masks")
 
 
 def test_missing_maps_are_listed_even_when_failing_is_asked(shard):
     """Maps missing from the store were skipped upstream (gradcam on_error=skip): not this stage's failure."""
     dataset, store, root = shard
-    skipped = run_refine_shard(dataset, store, ["not_in_store"], dict(RELEASED_PARAMS), root / "masks")
+    skipped = run_refine_shard(dataset, ["not_in_store"], dict(RELEASED_PARAMS), store, root / "masks")
     assert [r["image_id"] for r in skipped] == ["not_in_store"]
 
 
@@ -84,13 +84,13 @@ def test_unreadable_crf_image_is_a_clear_error(shard):
     dataset, store, root = shard
     (root / "images" / "good.png").write_bytes(b"not a png")
     with pytest.raises(DatasetError, match="good.png: unreadable"):
-        run_refine_shard(dataset, store, ["good"], dict(RELEASED_PARAMS), root / "masks")
+        run_refine_shard(dataset, ["good"], dict(RELEASED_PARAMS), store, root / "masks")
 
 
 def test_log_file_gets_the_summary(shard):
     dataset, store, root = shard
     log_path = root / "logs" / "refine.log"
-    run_refine_shard(dataset, store, ["good", "not_in_store"], dict(RELEASED_PARAMS), root / "masks", log=log_path)
+    run_refine_shard(dataset, ["good", "not_in_store"], dict(RELEASED_PARAMS), store, root / "masks", log=log_path)
     text = log_path.read_text()
     assert "refined 1 images" in text and "skipped not_in_store" in text
     assert not any(isinstance(h, logging.FileHandler) for h in logging.getLogger("pnp_ovss.stages.refine").handlers)
@@ -99,7 +99,7 @@ def test_log_file_gets_the_summary(shard):
 def test_no_class_image_is_all_background(tmp_path):
     store = write_fixture(tmp_path, {"empty": quadrant_image(H, W)},
                           {"empty": (np.zeros((0, 4, 21, 21), np.float32), [], (H, W))})
-    run_refine_shard(FakeDataset(tmp_path), store, ["empty"], dict(RELEASED_PARAMS), tmp_path / "m")
+    run_refine_shard(FakeDataset(tmp_path), ["empty"], dict(RELEASED_PARAMS), store, tmp_path / "m")
     with Image.open(tmp_path / "m" / "empty.png") as im:
         assert np.all(np.asarray(im) == 0)
 
@@ -107,7 +107,7 @@ def test_no_class_image_is_all_background(tmp_path):
 def test_incomplete_params_are_rejected_before_any_work(shard):
     dataset, store, root = shard
     with pytest.raises(ValueError, match="lack"):
-        run_refine_shard(dataset, store, ["good"], {"postprocess": "crf"}, root / "masks")
+        run_refine_shard(dataset, ["good"], {"postprocess": "crf"}, store, root / "masks")
 
 
 def test_skipped_csv_quotes_reasons_with_commas():
@@ -124,7 +124,7 @@ def test_work_folder_resumes_and_is_renamed_into_place(shard):
     work.mkdir(parents=True)
     sentinel = np.full((H, W), 7, np.uint8)  # a map "finished by the earlier run": must be kept as is
     write_label_png(work / "good.png", sentinel)
-    run_refine_shard(dataset, store, ["good"], dict(RELEASED_PARAMS), out, work_dir=work)
+    run_refine_shard(dataset, ["good"], dict(RELEASED_PARAMS), store, out, work_dir=work)
     assert not work.exists()
     assert np.array_equal(np.asarray(Image.open(out / "good.png")), sentinel)
     assert (out / "skipped.csv").is_file()
@@ -136,4 +136,4 @@ def test_publishing_refuses_a_non_empty_output(shard):
     out.mkdir(parents=True)
     (out / "stale.png").write_bytes(b"x")
     with pytest.raises(FileExistsError, match="not empty"):
-        run_refine_shard(dataset, store, ["good"], dict(RELEASED_PARAMS), out, work_dir=root / "work")
+        run_refine_shard(dataset, ["good"], dict(RELEASED_PARAMS), store, out, work_dir=root / "work")

@@ -46,3 +46,24 @@ def test_segment_rejects_a_sweep_and_a_missing_image(tmp_path):
         capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 1 and "one value, not a sweep" in proc.stderr
+
+
+def test_segment_with_the_bridgetower_backend(tmp_path, tiny_bridgetower):
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pnp_ovss.cli", "segment", str(demo_root() / "images" / "meadow.png"), "--classes",
+         "sky,green grass,tree", "--out", str(out), "--model", str(tiny_bridgetower), "--backend", "bridgetower",
+         "--device", "cpu"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with Image.open(out / "meadow.png") as im:
+        assert im.mode == "P" and im.size == (320, 240)
+        assert set(np.unique(np.asarray(im))) <= {0, 1, 2, 3}
+    # a BLIP backend on a BridgeTower checkpoint is refused with what to do
+    proc = subprocess.run(
+        [sys.executable, "-m", "pnp_ovss.cli", "segment", str(demo_root() / "images" / "meadow.png"), "--classes",
+         "sky", "--out", str(tmp_path / "o2"), "--model", str(tiny_bridgetower), "--backend", "blip", "--device", "cpu"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 1 and "'bridgetower' checkpoint but gradcam.backend is 'blip'" in proc.stderr

@@ -51,10 +51,11 @@ def segment(image_paths: list[Path], classes: str, out_dir: Path, args: argparse
     from .stages.refine import run_refine_shard
     from .report import overlay
 
-    from .config import resolve_fixes
-    from .model import unknown_piece_warnings
+    from .config import backend_name, resolve_fixes
+    from .model import check_model_choice, unknown_piece_warnings
 
     cfg = segment_config(classes, args)
+    check_model_choice(cfg["gradcam"]["model"], cfg["gradcam"]["image_size"], backend_name(cfg))
     dataset = Files(image_paths, vocabulary_from_spec(classes))
     keep = resolve_fixes(cfg)["keep_spaces"]
     for warning in unknown_piece_warnings(cfg["gradcam"]["model"], list(dataset.vocabulary.names), keep):
@@ -70,8 +71,8 @@ def segment(image_paths: list[Path], classes: str, out_dir: Path, args: argparse
         run_labels_shard(dataset, ids, table[run.labels], cfg["labels"], labels_json, out_dir / ".labels-cache", log)
         labels = read_labels_shard(labels_json)["images"]
         store_dir = tmp / "gradcam"
-        run_gradcam_shard(dataset, ids, labels, table[run.gradcam], store_dir, tmp / "work", cfg["gradcam"]["device"], log)
-        run_refine_shard(dataset, store_dir / STORE_NAME, ids, table[run.refine], out_dir, log, on_error="fail")
+        run_gradcam_shard(dataset, ids, table[run.gradcam], labels, store_dir, tmp / "work", cfg["gradcam"]["device"], log)
+        run_refine_shard(dataset, ids, table[run.refine], store_dir / STORE_NAME, out_dir, log, on_error="fail")
     names = dict(zip(dataset.vocabulary.ids, dataset.vocabulary.names))
     written = []
     for image_id in ids:

@@ -1,4 +1,4 @@
-"""Rule labels: classes per image for one shard job (logic in pnp_ovss.labels)."""
+"""Rule labels: classes per image for one shard job (logic in pnp_ovss.stages.labels)."""
 from pathlib import Path
 
 from pnp_ovss.datasets import get_dataset
@@ -12,12 +12,12 @@ write_params_yaml(stage_dir, sm.params.stage)
 run_labels_job(
     get_dataset(sm.config),
     list(sm.params.ids),
-    sm.params.work["keys"],
     sm.params.stage,
-    sm.config["labels"],
-    stage_dir,
-    Path(sm.params.answers),
-    sm.output[0],
-    sm.params.work["shard"],
-    log,
+    keys=sm.params.work["keys"],
+    stage_dir=stage_dir,
+    manifest=sm.output[0],
+    options=sm.config["labels"],
+    answers_dir=Path(sm.params.answers),
+    shard=sm.params.work["shard"],
+    log=log,
 )

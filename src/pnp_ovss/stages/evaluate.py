@@ -27,8 +27,8 @@ def read_skipped(masks_dir: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
-def evaluate_shard(
-    dataset: Dataset, protocol: Protocol, image_ids: list[str], masks_dir: Path, on_error: str = "fail"
+def run_evaluate_shard(
+    dataset: Dataset, image_ids: list[str], protocol: Protocol, masks_dir: Path, on_error: str = "fail"
 ) -> tuple[np.ndarray, int, list[dict]]:
     """Confusion matrix of one shard folder of masks (``<id>.png`` + ``skipped.csv``); returns (hist, images
     scored, skipped rows)."""
@@ -40,18 +40,24 @@ def evaluate_shard(
     return hist, scored, skipped + more
 
 
-def evaluate_job(
-    dataset: Dataset, protocol: Protocol, image_ids: list[str], refine_keys: dict[str, str], masks_dir: Path,
+def run_evaluate_job(
+    dataset: Dataset,
+    image_ids: list[str],
+    protocol: Protocol,
+    *,
+    upstream_keys: dict[str, str],
+    upstream_dir: Path,
     on_error: str = "fail",
 ) -> tuple[np.ndarray, int, list[dict]]:
-    """Confusion matrix of a shard job's images, read from the per-image label maps of ``masks_dir``
-    (``images/<key>.png``; an image skipped upstream is listed with its stage and reason)."""
+    """Confusion matrix of a shard job's images, read from the per-image label maps of ``upstream_dir`` (the
+    refine stage folder: ``images/<key>.png``; an image skipped upstream is listed with its stage and
+    reason). Evaluate keeps no per-image entries: the rule saves the result (:func:`save_shard`)."""
     from ..cache import entry_path, read_skip
 
     masks, skipped = {}, []
     for image_id in image_ids:
-        path = entry_path(masks_dir, "refine", refine_keys[image_id])
-        record = None if path.is_file() else read_skip(masks_dir, refine_keys[image_id])
+        path = entry_path(upstream_dir, "refine", upstream_keys[image_id])
+        record = None if path.is_file() else read_skip(upstream_dir, upstream_keys[image_id])
         if record is not None:
             skipped.append({"image_id": image_id, "stage": record["stage"], "reason": record["reason"]})
         else:

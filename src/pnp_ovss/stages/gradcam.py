@@ -136,8 +136,8 @@ def compute_and_log(dataset, todo, labels, params, loaded, skipped, log) -> dict
 def run_gradcam_shard(
     dataset,
     image_ids: list[str],
-    labels: dict,
     params: dict,
+    labels: dict,
     out_dir: Path,
     work_dir: Path,
     device: str = "auto",
@@ -211,16 +211,17 @@ def run_gradcam_shard(
 def run_gradcam_job(
     dataset,
     image_ids: list[str],
-    keys: dict[str, str],
-    labels_keys: dict[str, str],
     params: dict,
-    labels_dir: str | os.PathLike,
+    *,
+    keys: dict[str, str],
     stage_dir: str | os.PathLike,
     manifest: str | os.PathLike,
-    device: str = "auto",
+    upstream_keys: dict[str, str],
+    upstream_dir: str | os.PathLike,
+    shard: str = "",
     log: logging.Logger | None = None,
     on_error: str = "fail",
-    shard: str = "",
+    device: str = "auto",
     progress: bool = True,
 ) -> list[str]:
     """GradCAM for the images of a shard job that have no store yet (``<stage_dir>/images/<key>.zarr``).
@@ -253,7 +254,7 @@ def run_gradcam_job(
             todo = images_to_compute(batch, done, batch_dependent)
             if not todo:
                 continue
-            labels = read_label_entries(labels_dir, labels_keys, todo)
+            labels = read_label_entries(upstream_dir, upstream_keys, todo)
             if loaded is None:
                 loaded = model_for(params, device)
             skipped: dict[str, str] | None = {} if on_error == "skip" else None

@@ -125,17 +125,19 @@ def run_labels_shard(
 def run_labels_job(
     dataset,
     image_ids: list[str],
-    keys: dict[str, str],
     params: dict,
-    options: dict,
+    *,
+    keys: dict[str, str],
     stage_dir: str | os.PathLike,
-    answers_dir: str | os.PathLike | None,
     manifest: str | os.PathLike,
+    options: dict,
+    answers_dir: str | os.PathLike | None,
     shard: str = "",
     log: logging.Logger | None = None,
 ) -> list[str]:
     """The labels of the images of a shard job that have no entry yet (``<stage_dir>/images/<key>.json``);
-    the others are reused. Writes the job's manifest; returns the ids computed."""
+    the others are reused. ``options``: ``cfg["labels"]``; ``answers_dir``: the live API's answer cache.
+    Writes the job's manifest; returns the ids computed."""
     log = log or LOG
     image_ids = list(image_ids)
     names = listing(stage_dir)

@@ -90,9 +90,9 @@ def refine_failure(exc: Exception, image_id: str, on_error: str, logger: logging
 
 def run_refine_shard(
     dataset,
-    store_path: str | os.PathLike,
     image_ids: list[str],
     params: dict,
+    store_path: str | os.PathLike,
     out_dir: str | os.PathLike,
     log: str | os.PathLike | logging.Logger | None = None,
     on_error: str = "fail",
@@ -163,16 +163,17 @@ def run_refine_shard(
 def run_refine_job(
     dataset,
     image_ids: list[str],
-    keys: dict[str, str],
-    gradcam_keys: dict[str, str],
     params: dict,
-    gradcam_dir: str | os.PathLike,
+    *,
+    keys: dict[str, str],
     stage_dir: str | os.PathLike,
     manifest: str | os.PathLike,
+    upstream_keys: dict[str, str],
+    upstream_dir: str | os.PathLike,
+    shard: str = "",
     log: logging.Logger | None = None,
     on_error: str = "fail",
     threads: int | None = None,
-    shard: str = "",
 ) -> list[str]:
     """Refine the images of a shard job that have no label map yet (``<stage_dir>/images/<key>.png``, each
     written atomically); the others are reused. An image that GradCAM skipped, or (``on_error: skip``) that
@@ -193,9 +194,9 @@ def run_refine_job(
     computed, skipped = [], []
     started = time.perf_counter()
     for image_id in tqdm(todo, desc=f"refine {shard}", unit="img", file=sys.stderr, mininterval=1.0):
-        store = entry_path(gradcam_dir, "gradcam", gradcam_keys[image_id])
+        store = entry_path(upstream_dir, "gradcam", upstream_keys[image_id])
         if not store.is_dir():
-            upstream = read_skip(gradcam_dir, gradcam_keys[image_id])
+            upstream = read_skip(upstream_dir, upstream_keys[image_id])
             if upstream is None:
                 raise DatasetError(f"image {image_id}: no GradCAM maps at {store}; run the gradcam stage first")
             if on_error != "skip":
