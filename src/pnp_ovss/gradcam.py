@@ -183,6 +183,47 @@ def text_self_attention_mask(model, embeds: torch.Tensor, attention_mask: torch.
     )
 
 
+def _blip_probs_and_grads(model, pixel_values, tokens, layers: list[int], autocast: str):
+    """One forward/backward of BLIP ITM: the ViT and the text layers below ``min(layers)`` without gradient,
+    the graph from the input of the lowest listed layer, the cross-attention probabilities of every listed
+    layer taken with forward hooks, and their gradients from one ``autograd.grad`` of ``J = Σ_b logit[b, 1]``.
+    Returns ``[(probs, grad)]`` in the order of ``layers`` (each [B, heads, L, 1+P²])."""
+    text = model.text_encoder
+    blocks = text.encoder.layer
+    lowest = min(layers)
+    captured = {}
+
+    def keeper(layer):
+        def keep_probs(_module, _inputs, output):
+            captured[layer] = output[1]
+
+        return keep_probs
+
+    with autocast_context(pixel_values.device, autocast):
+        with torch.no_grad():
+            image_embeds = model.vision_model(
+                pixel_values=pixel_values, interpolate_pos_encoding=True
+            ).last_hidden_state
+            hidden = text.embeddings(input_ids=tokens.input_ids)
+            mask = text_self_attention_mask(model, hidden, tokens.attention_mask)
+            for block in blocks[: lowest - 1]:
+                hidden = block(hidden, image_embeds, attention_mask=mask)
+        handles = [blocks[layer - 1].crossattention.self.register_forward_hook(keeper(layer)) for layer in layers]
+        try:
+            with torch.enable_grad():
+                hidden = hidden.detach().requires_grad_(True)
+                for block in blocks[lowest - 1 :]:
+                    hidden = block(hidden, image_embeds, attention_mask=mask)
+                logits = model.itm_head(hidden[:, 0, :])
+                match = logits[:, 1].float().sum()
+                probs = [captured[layer] for layer in layers]
+                grads = torch.autograd.grad(match, probs)
+        finally:
+            for handle in handles:
+                handle.remove()
+    return list(zip(probs, grads))
+
+
 def fast_token_maps(
     model, pixel_values: torch.Tensor, tokens: CaptionTokens, layer: int, head: int, autocast: str = "none"
 ) -> torch.Tensor:
@@ -196,35 +237,22 @@ def fast_token_maps(
     """
     check_layer_head(model, layer, head)
     grid = pixel_values.shape[-1] // model.config.vision_config.patch_size
-    text = model.text_encoder
-    blocks = text.encoder.layer
-    captured = {}
-
-    def keep_probs(_module, _inputs, output):
-        captured["probs"] = output[1]
-
-    with autocast_context(pixel_values.device, autocast):
-        with torch.no_grad():
-            image_embeds = model.vision_model(
-                pixel_values=pixel_values, interpolate_pos_encoding=True
-            ).last_hidden_state
-            hidden = text.embeddings(input_ids=tokens.input_ids)
-            mask = text_self_attention_mask(model, hidden, tokens.attention_mask)
-            for block in blocks[: layer - 1]:
-                hidden = block(hidden, image_embeds, attention_mask=mask)
-        handle = blocks[layer - 1].crossattention.self.register_forward_hook(keep_probs)
-        try:
-            with torch.enable_grad():
-                hidden = hidden.detach().requires_grad_(True)
-                for block in blocks[layer - 1 :]:
-                    hidden = block(hidden, image_embeds, attention_mask=mask)
-                logits = model.itm_head(hidden[:, 0, :])
-                match = logits[:, 1].float().sum()
-                probs = captured["probs"]
-                (grad,) = torch.autograd.grad(match, probs)
-        finally:
-            handle.remove()
+    ((probs, grad),) = _blip_probs_and_grads(model, pixel_values, tokens, [layer], autocast)
     return gradcam_map(probs[:, head].detach(), grad[:, head], tokens.attention_mask, grid)
+
+
+def one_pass_token_maps(
+    model, pixel_values: torch.Tensor, tokens: CaptionTokens, layers: list[int], autocast: str = "none"
+) -> dict[int, torch.Tensor]:
+    """The GradCAM token maps of every head of every layer in ``layers`` from one forward/backward (the
+    search's one pass): ``{layer: float32 [B, heads, L-1, P, P]}``; ``[layer][:, head]`` equals
+    :func:`fast_token_maps` for that (layer, head)."""
+    layers = sorted(set(int(layer) for layer in layers))
+    for layer in layers:
+        check_layer_head(model, layer, 0)
+    grid = pixel_values.shape[-1] // model.config.vision_config.patch_size
+    pairs = _blip_probs_and_grads(model, pixel_values, tokens, layers, autocast)
+    return {layer: gradcam_map(p.detach(), g, tokens.attention_mask, grid) for layer, (p, g) in zip(layers, pairs)}
 
 
 # --------------------------------------------------------------------------------------------------

@@ -70,6 +70,11 @@ class Backend(ABC):
         dropped), the fast way."""
 
     @abstractmethod
+    def one_pass_token_maps(self, model, pixel_values: torch.Tensor, tokens, layers: list[int], autocast: str = "none") -> dict:
+        """Every head of every layer in ``layers`` from one forward/backward (backward once from the lowest
+        layer): ``{layer: float32 [B, heads, L-1, P, P]}``, ``[layer][:, head]`` equal to :meth:`token_maps`."""
+
+    @abstractmethod
     def reference_token_maps(self, model, pixel_values: torch.Tensor, tokens, layer: int, head: int) -> torch.Tensor:
         """The same maps the straightforward way (full forward and backward, every parameter with a
         gradient): what the fast path is tested against."""

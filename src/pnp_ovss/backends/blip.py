@@ -67,6 +67,11 @@ class BlipBackend(Backend):
 
         return fast_token_maps(model, pixel_values, tokens, layer, head, autocast)
 
+    def one_pass_token_maps(self, model, pixel_values, tokens, layers, autocast: str = "none") -> dict:
+        from ..gradcam import one_pass_token_maps
+
+        return one_pass_token_maps(model, pixel_values, tokens, layers, autocast)
+
     def reference_token_maps(self, model, pixel_values, tokens, layer: int, head: int) -> torch.Tensor:
         """Full forward/backward of ``BlipForImageTextRetrieval`` (through the ViT too), the cross-attention
         probabilities of every text layer kept with ``retain_grad`` and every layer's maps formed; then

@@ -194,22 +194,47 @@ class BridgeTowerBackend(Backend):
         without gradient; the graph starts at the text input of cross-modal layer ``layer``, so the backward
         of ``J = Σ_b logit[b, 1]`` runs only through the cross-modal layers ≥ ``layer``; the attention
         probabilities of that layer's cross-attention are taken with a forward hook and only ``head`` kept."""
-        from transformers.masking_utils import create_bidirectional_mask
-
-        from ..gradcam import autocast_context, gradcam_map
+        from ..gradcam import gradcam_map
 
         self.check_layer_head(model, layer, head)
+        grid = pixel_values.shape[-1] // self.patch_size(model)
+        ((probs, grad),) = self._probs_and_grads(model, pixel_values, tokens, [layer], autocast)
+        return gradcam_map(probs[:, head].detach(), grad[:, head], tokens.attention_mask, grid)
+
+    def one_pass_token_maps(self, model, pixel_values, tokens, layers, autocast: str = "none") -> dict[int, torch.Tensor]:
+        from ..gradcam import gradcam_map
+
+        layers = sorted(set(int(layer) for layer in layers))
+        for layer in layers:
+            self.check_layer_head(model, layer, 0)
+        grid = pixel_values.shape[-1] // self.patch_size(model)
+        pairs = self._probs_and_grads(model, pixel_values, tokens, layers, autocast)
+        return {layer: gradcam_map(p.detach(), g, tokens.attention_mask, grid) for layer, (p, g) in zip(layers, pairs)}
+
+    def _probs_and_grads(self, model, pixel_values, tokens, layers: list[int], autocast: str):
+        """One forward/backward: the graph from the text input of the lowest listed cross-modal layer, the
+        cross-attention probabilities of every listed layer (forward hooks) and their gradients from one
+        ``autograd.grad`` of the summed match logits; ``[(probs, grad)]`` in the order of ``layers``."""
+        from transformers.masking_utils import create_bidirectional_mask
+
+        from ..gradcam import autocast_context
+
         bt = model.bridgetower
         cfg = bt.config
-        grid = pixel_values.shape[-1] // self.patch_size(model)
-        target = layer - 1
+        start = min(layers) - 1
         captured = {}
 
-        def keep_probs(_module, _inputs, output):
-            captured["probs"] = output[1]
+        def keeper(layer):
+            def keep_probs(_module, _inputs, output):
+                captured[layer] = output[1]
+
+            return keep_probs
 
         ids, mask = tokens.input_ids, tokens.attention_mask
-        handle = bt.cross_modal_text_layers[target].crossattention.self.register_forward_hook(keep_probs)
+        handles = [
+            bt.cross_modal_text_layers[layer - 1].crossattention.self.register_forward_hook(keeper(layer))
+            for layer in layers
+        ]
         try:
             with autocast_context(pixel_values.device, autocast):
                 with torch.no_grad():
@@ -239,23 +264,23 @@ class BridgeTowerBackend(Backend):
                         bridge_text.append(bt._apply_text_transform(text, j) + text_type)
                 text_out = image_out = None
                 for j in range(cfg.num_hidden_layers):
-                    grad_on = j >= target
-                    with torch.set_grad_enabled(grad_on):
+                    with torch.set_grad_enabled(j >= start):
                         if j > 0:
                             text_in = bt.cross_modal_text_link_tower[j - 1](bridge_text[j - 1], text_out, text_mask)
                             image_in = bt.cross_modal_image_link_tower[j - 1](bridge_image[j - 1], image_out, None)
-                        if j == target:
+                        if j == start:
                             text_in = text_in.detach().requires_grad_(True)
                         text_out = bt.cross_modal_text_layers[j](text_in, image_in, attention_mask=text_mask)[0]
                         image_out = bt.cross_modal_image_layers[j](image_in, text_in, encoder_attention_mask=text_mask)[0]
                 with torch.enable_grad():
                     logits = model.itm_score(bt.get_cls_features(text_out, image_out))
                     match = logits[:, 1].float().sum()
-                    probs = captured["probs"]
-                    (grad,) = torch.autograd.grad(match, probs)
+                    probs = [captured[layer] for layer in layers]
+                    grads = torch.autograd.grad(match, probs)
         finally:
-            handle.remove()
-        return gradcam_map(probs[:, head].detach(), grad[:, head], mask, grid)
+            for handle in handles:
+                handle.remove()
+        return list(zip(probs, grads))
 
     def reference_token_maps(self, model, pixel_values, tokens, layer: int, head: int) -> torch.Tensor:
         """``BridgeTowerForImageAndTextRetrieval`` forward and backward as transformers runs it, every
