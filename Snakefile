@@ -23,11 +23,13 @@ include: "rules/gradcam.smk"
 include: "rules/refine.smk"
 include: "rules/evaluate.smk"
 include: "rules/report.smk"
+include: "rules/search.smk"
 
 
 # Summing confusion matrices and concatenating one-line tables take milliseconds: never submit them.
 localrules:
     all,
+    search,
     evaluate,
     latest,
     masks,

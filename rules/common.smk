@@ -9,7 +9,8 @@ from snakemake.utils import validate
 from pnp_ovss.config import coerce_to_schema, fold_dotted, load_schema, normalise
 from pnp_ovss.config import backend_name, resolve_fixes
 from pnp_ovss.layout import (
-    CHART_PNG, LAST_RUN_YAML, LATEST_DIR, MIOU_CSV, OVERLAYS_DIR, PARAMETERS_CSV, PER_CLASS_CSV, SKIPPED_CSV,
+    BEST_YAML, CHART_PNG, HEATMAP_PNG, LAST_RUN_YAML, LATEST_DIR, MIOU_CSV, OVERLAYS_DIR, PARAMETERS_CSV,
+    PER_CLASS_CSV, REWARDS_CSV, SKIPPED_CSV, SUMMARY_CSV, THRESHOLD_PNG,
 )
 from pnp_ovss.model import check_model_choice, unknown_piece_warnings
 from pnp_ovss.workflow import make_plan, plan_summary, plan_warnings, sync_job_records
@@ -48,6 +49,8 @@ wildcard_constraints:
     gh=HASH,
     rh=HASH,
     eh=HASH,
+    mh=HASH,
+    score=r"score-[0-9a-f]{16}",
 
 
 def stage_params(stage_hash):
@@ -56,7 +59,7 @@ def stage_params(stage_hash):
 
 def job_ids(wildcards):
     """The images of a shard job (which of them still need work is decided again when the job runs)."""
-    stage_hash = next(getattr(wildcards, w) for w in ("lh", "gh", "rh", "eh") if hasattr(wildcards, w))
+    stage_hash = next(getattr(wildcards, w) for w in ("lh", "gh", "rh", "eh", "mh") if hasattr(wildcards, w))
     return PLAN.job(stage_hash, wildcards.job).ids
 
 

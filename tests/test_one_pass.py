@@ -46,3 +46,21 @@ def test_one_pass_checks_the_layers(blip):
     tokens = blip.backend.tokenize(blip.tokenizer, [["cat"]])
     with pytest.raises(ValueError, match="layer 13 out of range"):
         blip.backend.one_pass_token_maps(blip.model, torch.zeros(1, 3, 160, 160), tokens, [8, 13])
+
+
+def test_tiny_clip_scores_through_the_real_loading_path(tmp_path, monkeypatch):
+    import numpy as np
+
+    from pnp_ovss.errors import ModelError
+    from pnp_ovss.search.clip import ClipScorer, prompts_for, write_tiny_clip
+
+    scorer = ClipScorer(str(write_tiny_clip(tmp_path / "clip")), "cpu")
+    images = np.random.default_rng(0).random((3, scorer.image_size, scorer.image_size, 3))
+    logits = scorer.logits(images, prompts_for(["cat", "potted plant"], "a photo of a {}."))
+    assert logits.shape == (3, 2) and np.isfinite(logits).all() and np.abs(logits).max() <= 100 + 1e-6
+    np.testing.assert_allclose(scorer.logits(images[:1], ["a photo of a cat."]), logits[:1, :1], rtol=1e-5)
+    with pytest.raises(ValueError, match="must contain"):
+        prompts_for(["cat"], "a photo")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelError, match="hf download openai/no-such-clip"):
+        ClipScorer("openai/no-such-clip", "cpu")

@@ -1,8 +1,8 @@
 """Fault injection for the resumability tests — test-only, not part of the package's interface.
 
-``PNP_OVSS_FAULT="<stage>:<n>:<action>"`` makes the stage ``stage`` (gradcam or refine) act after its
-``n``-th finished image in this process (every driver calls :func:`after_image` once per image it
-stores, so ``n`` counts images whatever the batch size): ``kill`` sends itself SIGKILL (a job killed mid-shard), ``sleep``
+``PNP_OVSS_FAULT="<stage>:<n>:<action>"`` makes the stage ``stage`` (gradcam, refine; search counts scored
+settings) act after its ``n``-th finished image in this process (every driver calls :func:`after_image` once
+per image it stores, so ``n`` counts images whatever the batch size): ``kill`` sends itself SIGKILL (a job killed mid-shard), ``sleep``
 blocks for an hour (so a test can kill Snakemake itself at a known point). Unset, it does nothing.
 """
 

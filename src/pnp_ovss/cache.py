@@ -17,7 +17,7 @@ from .io import atomic_write_json, publish, read_json
 from .layout import STAGE_FOLDER  # noqa: F401 (stage -> its folder under results/<dataset>/; the rules' contract)
 
 IMAGES = "images"
-SUFFIX = {"labels": ".json", "gradcam": ".zarr", "refine": ".png"}
+SUFFIX = {"labels": ".json", "gradcam": ".zarr", "refine": ".png", "search": ".zarr"}
 SKIPPED = ".skipped.json"
 
 
@@ -72,11 +72,12 @@ def read_labels_entry(stage_dir, key: str) -> dict:
     return read_json(entry_path(stage_dir, "labels", key))
 
 
-def write_gradcam_entry(stage_dir, key: str, item) -> Path:
-    """One image's GradCAM store (a Zarr group holding the image's group, as in the shard stores)."""
+def write_gradcam_entry(stage_dir, key: str, item, stage: str = "gradcam") -> Path:
+    """One image's GradCAM store (a Zarr group holding the image's group, as in the shard stores); the
+    search's maps (``stage="search"``) are stored the same way."""
     from .store import open_store, write_image_maps
 
-    final = entry_path(stage_dir, "gradcam", key)
+    final = entry_path(stage_dir, stage, key)
     if final.exists():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)

@@ -295,6 +295,46 @@ def refine_params(cfg: dict, combo: dict, gradcam_hash: str) -> dict:
     return p
 
 
+def search_maps_params(cfg: dict, labels_hash: str) -> dict:
+    """The search's maps (one drop iteration, every searched layer and head): what they depend on."""
+    fixes = resolve_fixes(cfg)
+    g, s = cfg["gradcam"], cfg["search"]
+    return {
+        "stage": "search",
+        "upstream": labels_hash,
+        "backend": backend_name(cfg),
+        "model": g["model"],
+        "image_size": g["image_size"],
+        "layers": s["layers"],
+        "heads": s["heads"],
+        "autocast": g["autocast"],
+        **{k: fixes[k] for k in ("normalize_ade", "mean_last_class", "keep_spaces")},
+    }
+
+
+def search_score_params(cfg: dict, maps_hash: str) -> dict:
+    """The search's scoring: strategy, thresholds, reward options, CLIP, and (for ``mask: pipeline`` and the
+    mIoU per setting) the refine settings and the scoring protocol."""
+    s = cfg["search"]
+    refine = {k: v for k, v in cfg["refine"].items() if k != "threshold"}
+    return {
+        "stage": "search-score",
+        "upstream": maps_hash,
+        **{k: s[k] for k in ("thresholds", "strategy", "trials", "seed", "mask", "contrast", "clip_model", "prompt", "miou")},
+        "refine": {**refine, **{k: v for k, v in resolve_fixes(cfg).items() if k in REFINE_FIXES}},
+        "dataset": cfg["dataset"],
+        "protocol": cfg["protocol"],
+        "mmseg_variant": cfg["mmseg_variant"],
+    }
+
+
+def check_search_refine(refine: dict) -> None:
+    """The search refines at one setting of every refine key but the threshold (which it searches)."""
+    for k, v in refine.items():
+        if isinstance(v, list):
+            raise ConfigError(f"refine.{k}: the search takes one value, not a sweep ({v})")
+
+
 def evaluate_params(cfg: dict, refine_hash: str) -> dict:
     return {
         "stage": "evaluate",

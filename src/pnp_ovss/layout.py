@@ -21,4 +21,11 @@ LATEST_DIR = "latest"
 #: results/last-run.yaml: the config of the last successful run (for `snakemake --report`)
 LAST_RUN_YAML = "last-run.yaml"
 #: the folder of each stage under results/<dataset>/
-STAGE_FOLDER = {"labels": "labels", "gradcam": "gradcam", "refine": "masks", "evaluate": "eval"}
+STAGE_FOLDER = {"labels": "labels", "gradcam": "gradcam", "refine": "masks", "evaluate": "eval", "search": "search"}
+#: the search's outputs (search/<maps hash>/<scoring hash>/)
+REWARDS_CSV = "rewards.csv"
+BEST_YAML = "best.yaml"
+STUDY_DB = "study.journal"  # the Optuna study (journal storage)
+HEATMAP_PNG = "reward_heatmap.png"
+THRESHOLD_PNG = "reward_vs_threshold.png"
+SUMMARY_CSV = "summary.csv"

@@ -336,6 +336,12 @@ def write_tiny_model(directory: str | Path, seed: int = 0) -> Path:
 def _cmd_tiny_model(args) -> int:
     from .backends import get_backend
 
+    if args.clip:
+        from .search.clip import write_tiny_clip
+
+        path = write_tiny_clip(args.directory, seed=args.seed)
+        print(f"tiny random CLIP written to {path}; use it with: snakemake search --config 'search={{clip_model: {path}}}'")
+        return 0
     backend = get_backend(args.backend)
     path = backend.write_tiny(args.directory, seed=args.seed)
     choice = "" if backend.name == "blip" else f"backend: {backend.name}, "
@@ -357,5 +363,6 @@ def register(subparsers) -> None:
     )
     p.add_argument("directory", metavar="DIR")
     p.add_argument("--backend", choices=list(BACKENDS), default="blip", help="model family (default: blip)")
+    p.add_argument("--clip", action="store_true", help="write a tiny random CLIP (the search's scorer) instead")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_tiny_model)

@@ -64,6 +64,7 @@ class Plan:
     stage_jobs: dict[str, list[StageJob]] = field(default_factory=dict)
     views: dict[str, str] = field(default_factory=dict)  # refine hash -> masks view folder name
     eval_sets: dict[str, str] = field(default_factory=dict)  # evaluate hash -> result folder name
+    search: "SearchPlan | None" = None
 
     @property
     def evaluates(self) -> bool:
@@ -126,6 +127,56 @@ class Plan:
 
     def all_jobs(self, stage_hash: str) -> list[str]:
         return [self.job_output(j) for j in self.stage_jobs[stage_hash]]
+
+
+@dataclass
+class SearchPlan:
+    """The search target: its images (the first ``search.images`` of the run's order), the maps folder hash
+    and its shard jobs, and the scoring folder (named by the scoring parameters and the images' map keys)."""
+
+    maps_hash: str
+    score_params: dict
+    image_ids: list[str]
+    score_dir: str
+
+    def outputs(self) -> dict[str, str]:
+        from .layout import BEST_YAML, HEATMAP_PNG, REWARDS_CSV, SUMMARY_CSV, THRESHOLD_PNG
+
+        names = {"rewards": REWARDS_CSV, "best": BEST_YAML, "summary": SUMMARY_CSV, "heatmap": HEATMAP_PNG,
+                 "thresholds": THRESHOLD_PNG}
+        return {k: f"{self.score_dir}/{v}" for k, v in names.items()}
+
+
+def _plan_search(plan: "Plan", keys: dict[str, dict[str, str]]) -> None:
+    """The search's jobs: one per shard holding search images, upstream = that shard's labels job."""
+    from .config import search_maps_params, search_score_params, short_hash
+
+    cfg = plan.cfg
+    ids = plan.image_ids[: int(cfg["search"]["images"])]
+    wanted = set(ids)
+    lh = plan.runs[0].labels
+    mp = search_maps_params(cfg, lh)
+    mh = short_hash(mp)
+    plan.table[mh] = mp
+    mkeys = {i: key_of("search", mh, keys[lh][i]) for i in ids}
+    records = names_in(plan.records_dir("search", mh))
+    listed = listing(plan.stage_dir("search", mh))
+    jobs = []
+    for index, (shard, shard_ids) in enumerate(plan.shards.items()):
+        sub = [i for i in shard_ids if i in wanted]
+        if not sub:
+            continue
+        k = {i: mkeys[i] for i in sub}
+        name = job_name(shard, "search", mh, None, [(i, k[i]) for i in sub])
+        missing = [i for i in sub if not is_done(listed, "search", k[i], cfg["on_error"])]
+        job = StageJob("search", mh, shard, name, sub, k, plan.stage_jobs[lh][index], missing)
+        job.recorded = Path(plan.job_output(job)).name in records
+        plan.jobs[(mh, name)] = job
+        jobs.append(job)
+    plan.stage_jobs[mh] = jobs
+    sp = search_score_params(cfg, mh)
+    score_key = key_of("search-score", sp, [(i, mkeys[i]) for i in ids])[:16]
+    plan.search = SearchPlan(mh, sp, ids, f"{plan.stage_dir('search', mh)}/score-{score_key}")
 
 
 def ordered_ids(cfg: dict, dataset: Dataset) -> list[str]:
@@ -294,6 +345,7 @@ def make_plan(raw_config: dict) -> Plan:
     keys = _stage_keys(plan, digests)
     digests.save()
     _plan_jobs(plan, keys)
+    _plan_search(plan, keys)
     return plan
 
 
