@@ -59,6 +59,12 @@ def test_tiny_clip_scores_through_the_real_loading_path(tmp_path, monkeypatch):
     logits = scorer.logits(images, prompts_for(["cat", "potted plant"], "a photo of a {}."))
     assert logits.shape == (3, 2) and np.isfinite(logits).all() and np.abs(logits).max() <= 100 + 1e-6
     np.testing.assert_allclose(scorer.logits(images[:1], ["a photo of a cat."]), logits[:1, :1], rtol=1e-5)
+    # the all-zero negative image: computed once, then cached, with the same logits
+    zero = np.zeros((2, scorer.image_size, scorer.image_size, 3))
+    mixed = scorer.logits(np.concatenate([images[:1], zero[:1]]), ["a photo of a cat."])
+    np.testing.assert_allclose(mixed[0], logits[0, :1], rtol=1e-5)
+    direct = (100 * scorer.image_features(zero[:1]) @ scorer.text_features(["a photo of a cat."]).T).numpy()
+    np.testing.assert_allclose(scorer.logits(zero, ["a photo of a cat."]), np.repeat(direct, 2, axis=0), rtol=1e-5)
     with pytest.raises(ValueError, match="must contain"):
         prompts_for(["cat"], "a photo")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
