@@ -114,3 +114,29 @@ def test_total_reward_sums_images_per_class_and_with_contrast():
     disjoint[0, :2], disjoint[1, 2:] = 1, 1
     scaled = total_reward([([5, 7], win_both), ([5, 9], win_first)], contrast_masks=[overlapping, disjoint])
     assert scaled.total == pytest.approx(0 * 2 + 1 * 1)
+
+
+def test_pipeline_masks_are_the_refine_output_of_each_class(tmp_path):
+    """search.mask: pipeline — each class's pixels in the refine output at the setting, at the CLIP size."""
+    from PIL import Image
+
+    from pnp_ovss.datasets.folder import Demo
+    from pnp_ovss.refine import refine_image
+    from pnp_ovss.io import read_rgb
+    from pnp_ovss.search.run import SearchImage, pipeline_masks
+
+    demo = Demo()
+    image_id = demo.image_ids()[0]
+    rng = np.random.default_rng(0)
+    maps = rng.random((1, 1, 2, 21, 21)).astype(np.float32)
+    image = SearchImage(image_id, [1, 3], ["sky", "tree"], maps, np.zeros((S, S, 3), np.float32))
+    refine = dict(postprocess="blur", blur_scale=0.05, crf_iterations=10, gaussian_sxy=3, gaussian_compat=7,
+                  bilateral_sxy=50, bilateral_srgb=5, bilateral_compat=10, single_count_first_iteration=True,
+                  lookup_relabel=True, nan_guard=True, always_background=False)
+    masks = pipeline_masks(demo, image, maps[0, 0], 0.3, refine, S)
+    labels = refine_image(maps[0, 0][:, None], read_rgb(demo.crf_image_path(image_id)), [1, 3],
+                          {**refine, "threshold": 0.3}, demo.background_rule)
+    small = np.asarray(Image.fromarray(labels).resize((S, S), Image.NEAREST))
+    assert masks.shape == (2, S, S) and masks.dtype == bool
+    np.testing.assert_array_equal(masks, np.stack([small == 1, small == 3]))
+    assert masks.any()
