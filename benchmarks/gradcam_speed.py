@@ -141,6 +141,9 @@ class PeakMemory:
 
 
 def timed(fn, device):
+    """(fn(), seconds), the GPU's queue drained before and after."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     t0 = time.perf_counter()
     out = fn()
     if device.type == "cuda":

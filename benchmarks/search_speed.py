@@ -5,7 +5,7 @@ download). On the same images and captions (3 classes per image) it times, in on
 
 * one GradCAM pass (one (layer, head), one drop iteration: what the search needs per setting without the
   one pass), repeated for every searched (layer, head);
-* the one pass: every head of every searched layer from one forward/backward (``one_pass_token_maps``);
+* the one pass: every head of every searched layer from one forward/backward (``Backend.one_pass_token_maps``);
 * CLIP scoring: masked images per second (each setting scores K masked images per image; the all-zero
   negative image is the same everywhere and goes through CLIP once).
 
@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +28,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from gradcam_speed import CLASS_SETS, benchmark_tokenizer, large_blip_config  # noqa: E402
+from gradcam_speed import CLASS_SETS, benchmark_tokenizer, large_blip_config, timed  # noqa: E402
 
-from pnp_ovss.gradcam import fast_token_maps, one_pass_token_maps, tokenize_captions  # noqa: E402
+from pnp_ovss.backends import get_backend  # noqa: E402
+from pnp_ovss.gradcam import fast_token_maps, tokenize_captions  # noqa: E402
 from pnp_ovss.model import resolve_device  # noqa: E402
 from pnp_ovss.search.reward import masked_images, reward_masks  # noqa: E402
 
@@ -47,16 +47,6 @@ def clip_large():
         projection_dim=768,
     )
     return CLIPModel(cfg).eval().requires_grad_(False)
-
-
-def timed(fn, device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    out = fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return out, time.perf_counter() - t0
 
 
 def main(argv=None) -> int:
@@ -84,9 +74,10 @@ def main(argv=None) -> int:
     fast_token_maps(model, x[:1], tokenize_captions(tok, names[:1]).to(device), 8, 9)  # warm-up
     _, one_gradcam = timed(lambda: fast_token_maps(model, x, tokens, pairs[0][0], pairs[0][1]), device)
     per_pair, per_pair_s = timed(lambda: {p: fast_token_maps(model, x, tokens, *p) for p in pairs}, device)
-    one_pass, one_pass_s = timed(lambda: one_pass_token_maps(model, x, tokens, args.layers), device)
+    blip = get_backend("blip")
+    one_pass, one_pass_s = timed(lambda: blip.one_pass_token_maps(model, x, tokens, args.layers), device)
     same = all(torch.equal(one_pass[layer][:, head], per_pair[(layer, head)]) for layer, head in pairs)
-    del model
+    model = None  # free BLIP before CLIP is built
 
     clip = clip_large().to(device)
     grid = one_pass[args.layers[0]].shape[-1]

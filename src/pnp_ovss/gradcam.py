@@ -50,11 +50,14 @@ def uses_released_ade_input(unnormalised_input: bool, params: dict) -> bool:
     return bool(unnormalised_input) and not bool(params.get("normalize_ade", False))
 
 
-def preprocess_image(image: Image.Image, size: int, released_ade: bool = False) -> torch.Tensor:
+def preprocess_image(
+    image: Image.Image, size: int, released_ade: bool = False, mean=CLIP_MEAN, std=CLIP_STD
+) -> torch.Tensor:
     """PIL image → float32 [3, S, S].
 
     Default: PIL ``resize((S, S), BICUBIC)`` (aspect ratio not kept; what torchvision's ``Resize`` does on a
-    PIL image) → [0, 1] → CLIP mean/std. ``released_ade``: ``resize((S, S), BILINEAR)`` → [0, 1] only.
+    PIL image) → [0, 1] → ``mean``/``std`` (CLIP's). ``released_ade``: ``resize((S, S), BILINEAR)`` → [0, 1]
+    only.
     """
     rgb = image.convert("RGB")
     resample = Image.BILINEAR if released_ade else Image.BICUBIC
@@ -62,9 +65,9 @@ def preprocess_image(image: Image.Image, size: int, released_ade: bool = False) 
     x = torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div(255)
     if released_ade:
         return x.contiguous()
-    mean = torch.tensor(CLIP_MEAN, dtype=torch.float32)[:, None, None]
-    std = torch.tensor(CLIP_STD, dtype=torch.float32)[:, None, None]
-    return x.sub(mean).div(std).contiguous()
+    m = torch.tensor(mean, dtype=torch.float32)[:, None, None]
+    s = torch.tensor(std, dtype=torch.float32)[:, None, None]
+    return x.sub(m).div(s).contiguous()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -183,7 +186,7 @@ def text_self_attention_mask(model, embeds: torch.Tensor, attention_mask: torch.
     )
 
 
-def _blip_probs_and_grads(model, pixel_values, tokens, layers: list[int], autocast: str):
+def blip_probs_and_grads(model, pixel_values, tokens, layers: list[int], autocast: str):
     """One forward/backward of BLIP ITM: the ViT and the text layers below ``min(layers)`` without gradient,
     the graph from the input of the lowest listed layer, the cross-attention probabilities of every listed
     layer taken with forward hooks, and their gradients from one ``autograd.grad`` of ``J = Σ_b logit[b, 1]``.
@@ -230,29 +233,15 @@ def fast_token_maps(
     """GradCAM token maps of text layer ``layer`` (1-based), head ``head``: float32 [B, L-1, P, P] on the
     model's device, L = the captions' padded length.
 
-    Output-preserving shortcuts: the ViT and text layers < L run without gradient; the graph starts at the
-    input of layer L, so the backward of ``J = Σ_b logit[b, 1]`` runs only through text layers ≥ L (the
-    cross-attention keys/values of the image are constants); the attention probabilities of layer L are
-    taken with a forward hook and only head H is kept.
+    Output-preserving shortcuts (:func:`blip_probs_and_grads` of that layer alone): the ViT and text layers
+    < L run without gradient; the graph starts at the input of layer L, so the backward of
+    ``J = Σ_b logit[b, 1]`` runs only through text layers ≥ L (the cross-attention keys/values of the image
+    are constants); the attention probabilities of layer L are taken with a forward hook and only head H is
+    kept. (The BLIP backend's ``token_maps``.)
     """
-    check_layer_head(model, layer, head)
-    grid = pixel_values.shape[-1] // model.config.vision_config.patch_size
-    ((probs, grad),) = _blip_probs_and_grads(model, pixel_values, tokens, [layer], autocast)
-    return gradcam_map(probs[:, head].detach(), grad[:, head], tokens.attention_mask, grid)
+    from .backends import get_backend
 
-
-def one_pass_token_maps(
-    model, pixel_values: torch.Tensor, tokens: CaptionTokens, layers: list[int], autocast: str = "none"
-) -> dict[int, torch.Tensor]:
-    """The GradCAM token maps of every head of every layer in ``layers`` from one forward/backward (the
-    search's one pass): ``{layer: float32 [B, heads, L-1, P, P]}``; ``[layer][:, head]`` equals
-    :func:`fast_token_maps` for that (layer, head)."""
-    layers = sorted(set(int(layer) for layer in layers))
-    for layer in layers:
-        check_layer_head(model, layer, 0)
-    grid = pixel_values.shape[-1] // model.config.vision_config.patch_size
-    pairs = _blip_probs_and_grads(model, pixel_values, tokens, layers, autocast)
-    return {layer: gradcam_map(p.detach(), g, tokens.attention_mask, grid) for layer, (p, g) in zip(layers, pairs)}
+    return get_backend("blip").token_maps(model, pixel_values, tokens, layer, head, autocast)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -119,6 +119,38 @@ def check_model_choice(model: str, image_size: int, backend: str = "blip") -> in
     return patch
 
 
+def read_processor_config(model_id: str) -> dict:
+    """The checkpoint's ``preprocessor_config.json`` (a local directory or the Hugging Face cache/Hub), or
+    ``{}`` when it has none; an unreadable file is a :class:`ModelError` naming it."""
+    path = Path(str(model_id)).expanduser() / "preprocessor_config.json"
+    if not path.is_file():
+        try:
+            from transformers.utils import cached_file
+
+            found = cached_file(str(model_id), "preprocessor_config.json", _raise_exceptions_for_missing_entries=False)
+        except Exception:  # noqa: BLE001 - no processor file: the caller's published defaults
+            found = None
+        if not found:
+            return {}
+        path = Path(found)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path}: unreadable image processor config ({exc})") from None
+
+
+def image_stats(model_id: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``image_mean`` / ``image_std`` of the checkpoint's processor config; OpenAI CLIP's when it has none
+    (the values every CLIP-vision checkpoint here uses)."""
+    from .gradcam import CLIP_MEAN, CLIP_STD
+
+    cfg = read_processor_config(model_id)
+    try:
+        return tuple(float(v) for v in cfg.get("image_mean", CLIP_MEAN)), tuple(float(v) for v in cfg.get("image_std", CLIP_STD))
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"{model_id}: image_mean/image_std in its processor config are not numbers ({exc})") from None
+
+
 def unknown_piece_warnings(model: str, names: list[str], keep_spaces: bool = False) -> list[str]:
     """One warning per class name that the model's tokenizer turns (partly) into its unknown token, saying
     what the model will see. Reads the tokenizer from a local checkpoint or the Hugging Face cache only;

@@ -8,12 +8,25 @@ Drop, ranking, grouping, the Zarr store, refine and evaluate — is backend-free
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from PIL import Image
+
+
+@contextlib.contextmanager
+def all_parameters_require_grad(model):
+    """Every parameter requires a gradient inside the block (the straightforward paths' cost structure)."""
+    before = [p.requires_grad for p in model.parameters()]
+    model.requires_grad_(True)
+    try:
+        yield
+    finally:
+        for p, r in zip(model.parameters(), before):
+            p.requires_grad_(r)
 
 
 @dataclass(frozen=True)
@@ -65,19 +78,68 @@ class Backend(ABC):
         output scores the match; then the prefix rows, each class's pieces in order, the end token)."""
 
     @abstractmethod
-    def token_maps(self, model, pixel_values: torch.Tensor, tokens, layer: int, head: int, autocast: str = "none") -> torch.Tensor:
-        """GradCAM token maps of ``layer``/``head``: float32 [B, L-1, P, P] (row 0 and the image's CLS column
-        dropped), the fast way."""
+    def probs_and_grads(self, model, pixel_values: torch.Tensor, tokens, layers: list[int], autocast: str = "none"):
+        """The fast forward/backward: no gradient below ``min(layers)``, the cross-attention probabilities of
+        every listed layer taken with forward hooks, their gradients from one ``autograd.grad`` of
+        ``J = Σ_b logit[b, match]``. Returns ``[(probs, grad)]`` in the order of ``layers``, each
+        [B, heads, L, 1+P²]."""
 
     @abstractmethod
+    def cross_attention_modules(self, model) -> list:
+        """The module of every cross-attention layer (1..layers) whose forward returns ``(output, probs)``."""
+
+    @abstractmethod
+    def match_logits(self, model, pixel_values: torch.Tensor, tokens) -> torch.Tensor:
+        """The model's own full forward: ITM logits [B, 2] (column 1 = match)."""
+
+    def token_maps(self, model, pixel_values: torch.Tensor, tokens, layer: int, head: int, autocast: str = "none") -> torch.Tensor:
+        """GradCAM token maps of ``layer``/``head``: float32 [B, L-1, P, P] (row 0 and the image's CLS column
+        dropped), the fast way (:meth:`probs_and_grads` of that layer alone, only ``head`` formed)."""
+        from ..gradcam import gradcam_map
+
+        self.check_layer_head(model, layer, head)
+        grid = pixel_values.shape[-1] // self.patch_size(model)
+        ((probs, grad),) = self.probs_and_grads(model, pixel_values, tokens, [layer], autocast)
+        return gradcam_map(probs[:, head].detach(), grad[:, head], tokens.attention_mask, grid)
+
     def one_pass_token_maps(self, model, pixel_values: torch.Tensor, tokens, layers: list[int], autocast: str = "none") -> dict:
         """Every head of every layer in ``layers`` from one forward/backward (backward once from the lowest
         layer): ``{layer: float32 [B, heads, L-1, P, P]}``, ``[layer][:, head]`` equal to :meth:`token_maps`."""
+        from ..gradcam import gradcam_map
 
-    @abstractmethod
+        layers = sorted(set(int(layer) for layer in layers))
+        for layer in layers:
+            self.check_layer_head(model, layer, 0)
+        grid = pixel_values.shape[-1] // self.patch_size(model)
+        pairs = self.probs_and_grads(model, pixel_values, tokens, layers, autocast)
+        return {layer: gradcam_map(p.detach(), g, tokens.attention_mask, grid) for layer, (p, g) in zip(layers, pairs)}
+
     def reference_token_maps(self, model, pixel_values: torch.Tensor, tokens, layer: int, head: int) -> torch.Tensor:
-        """The same maps the straightforward way (full forward and backward, every parameter with a
-        gradient): what the fast path is tested against."""
+        """The same maps the straightforward way: the model's own forward and backward with every parameter
+        requiring a gradient, every layer's cross-attention probabilities kept (``retain_grad``) and every
+        layer's maps formed; then ``layer``/``head``, cut to the batch's real longest caption. What the fast
+        path is tested against."""
+        from ..gradcam import gradcam_map
+
+        grid = pixel_values.shape[-1] // self.patch_size(model)
+        saved = []
+
+        def keep(_module, _inputs, output):
+            probs = output[1]
+            probs.retain_grad()
+            saved.append(probs)
+
+        handles = [m.register_forward_hook(keep) for m in self.cross_attention_modules(model)]
+        try:
+            with all_parameters_require_grad(model), torch.enable_grad():
+                model.zero_grad(set_to_none=True)
+                self.match_logits(model, pixel_values, tokens)[:, 1].sum().backward()
+                every_layer = [gradcam_map(p.detach(), p.grad, tokens.attention_mask, grid) for p in saved]
+                model.zero_grad(set_to_none=True)
+        finally:
+            for h in handles:
+                h.remove()
+        return every_layer[layer - 1][:, head, : tokens.longest - 1]
 
     @abstractmethod
     def write_tiny(self, directory: str | Path, seed: int = 0) -> Path:

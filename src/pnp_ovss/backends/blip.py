@@ -7,24 +7,11 @@ interface to them, so every output is what it was before the interface existed.
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import torch
 
 from .base import Backend, Defaults, LoadedModel
-
-
-@contextlib.contextmanager
-def all_parameters_require_grad(model):
-    """Every parameter requires a gradient inside the block (the straightforward paths' cost structure)."""
-    before = [p.requires_grad for p in model.parameters()]
-    model.requires_grad_(True)
-    try:
-        yield
-    finally:
-        for p, r in zip(model.parameters(), before):
-            p.requires_grad_(r)
 
 
 class BlipBackend(Backend):
@@ -62,49 +49,23 @@ class BlipBackend(Backend):
 
         return tokenize_captions(tokenizer, class_names, pad_to=pad_to, keep_spaces=keep_spaces)
 
-    def token_maps(self, model, pixel_values, tokens, layer: int, head: int, autocast: str = "none") -> torch.Tensor:
-        from ..gradcam import fast_token_maps
+    def probs_and_grads(self, model, pixel_values, tokens, layers, autocast: str = "none"):
+        from ..gradcam import blip_probs_and_grads
 
-        return fast_token_maps(model, pixel_values, tokens, layer, head, autocast)
+        return blip_probs_and_grads(model, pixel_values, tokens, layers, autocast)
 
-    def one_pass_token_maps(self, model, pixel_values, tokens, layers, autocast: str = "none") -> dict:
-        from ..gradcam import one_pass_token_maps
+    def cross_attention_modules(self, model) -> list:
+        return [block.crossattention.self for block in model.text_encoder.encoder.layer]
 
-        return one_pass_token_maps(model, pixel_values, tokens, layers, autocast)
-
-    def reference_token_maps(self, model, pixel_values, tokens, layer: int, head: int) -> torch.Tensor:
-        """Full forward/backward of ``BlipForImageTextRetrieval`` (through the ViT too), the cross-attention
-        probabilities of every text layer kept with ``retain_grad`` and every layer's maps formed; then
-        layer/head cut to the batch's real longest caption."""
-        from ..gradcam import gradcam_map
-
-        grid = pixel_values.shape[-1] // self.patch_size(model)
-        blocks = model.text_encoder.encoder.layer
-        saved = []
-
-        def keep(_module, _inputs, output):
-            probs = output[1]
-            probs.retain_grad()
-            saved.append(probs)
-
-        handles = [blk.crossattention.self.register_forward_hook(keep) for blk in blocks]
-        try:
-            with all_parameters_require_grad(model), torch.enable_grad():
-                model.zero_grad(set_to_none=True)
-                out = model(
-                    input_ids=tokens.input_ids,
-                    pixel_values=pixel_values,
-                    attention_mask=tokens.attention_mask,
-                    use_itm_head=True,
-                    interpolate_pos_encoding=True,
-                )
-                out.itm_score[:, 1].sum().backward()
-                every_layer = [gradcam_map(p.detach(), p.grad, tokens.attention_mask, grid) for p in saved]
-                model.zero_grad(set_to_none=True)
-        finally:
-            for h in handles:
-                h.remove()
-        return every_layer[layer - 1][:, head, : tokens.longest - 1]
+    def match_logits(self, model, pixel_values, tokens) -> torch.Tensor:
+        """``BlipForImageTextRetrieval`` forward with the ITM head (through the ViT too)."""
+        return model(
+            input_ids=tokens.input_ids,
+            pixel_values=pixel_values,
+            attention_mask=tokens.attention_mask,
+            use_itm_head=True,
+            interpolate_pos_encoding=True,
+        ).itm_score
 
     def write_tiny(self, directory, seed: int = 0) -> Path:
         from ..model import write_tiny_model

@@ -21,7 +21,6 @@ import json
 import logging
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
@@ -30,30 +29,7 @@ from .base import Backend, Defaults, LoadedModel
 
 log = logging.getLogger(__name__)
 
-OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # RoBERTa's ids 0..3, <mask> last
-
-
-def _processor_stats(model_id: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """image_mean / image_std of the checkpoint's preprocessor_config.json (local or in the Hugging Face
-    cache); OpenAI CLIP's values, which every BridgeTower checkpoint uses, when it has none."""
-    path = Path(model_id).expanduser() / "preprocessor_config.json"
-    if not path.is_file():
-        try:
-            from transformers.utils import cached_file
-
-            found = cached_file(model_id, "preprocessor_config.json", _raise_exceptions_for_missing_entries=False)
-            path = Path(found) if found else None
-        except Exception:  # noqa: BLE001 - no processor file: the published statistics
-            path = None
-    if path is None or not path.is_file():
-        return OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
-    try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-        return tuple(float(v) for v in cfg["image_mean"]), tuple(float(v) for v in cfg["image_std"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ModelError(f"{path}: unreadable image processor config ({exc})") from None
 
 
 def caption_segments(names: list[str], keep_spaces: bool) -> tuple[str, list[tuple[int, int]]]:
@@ -112,7 +88,7 @@ class BridgeTowerBackend(Backend):
     def load(self, model_id: str, image_size: int, device: str) -> LoadedModel:
         from transformers import AutoTokenizer, BridgeTowerConfig, BridgeTowerForImageAndTextRetrieval
 
-        from ..model import _offline_hint, resolve_device
+        from ..model import _offline_hint, image_stats, resolve_device
 
         model_id = str(model_id)
         try:
@@ -134,7 +110,7 @@ class BridgeTowerBackend(Backend):
         model.requires_grad_(False)
         model.to(dev)
         model.pnp_revision = getattr(config, "_commit_hash", None)
-        model.pnp_image_stats = _processor_stats(model_id)
+        model.pnp_image_stats = image_stats(model_id)
         trained = config.vision_config.image_size // patch
         if trained != image_size // patch:
             log.info("position embeddings interpolated %dx%d -> %dx%d (bicubic)", trained, trained, image_size // patch, image_size // patch)
@@ -151,12 +127,10 @@ class BridgeTowerBackend(Backend):
     def preprocess(self, image: Image.Image, size: int, released_ade: bool = False, model=None) -> torch.Tensor:
         """Bicubic squash to S×S (the whole image, as the maps must cover it; the checkpoint's processor
         would crop), [0, 1], the checkpoint's mean/std (OpenAI CLIP's). ``released_ade`` does not apply."""
-        mean, std = getattr(model, "pnp_image_stats", None) or (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)
-        arr = np.asarray(image.convert("RGB").resize((size, size), Image.BICUBIC), dtype=np.uint8)
-        x = torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div(255)
-        m = torch.tensor(mean, dtype=torch.float32)[:, None, None]
-        s = torch.tensor(std, dtype=torch.float32)[:, None, None]
-        return x.sub(m).div(s).contiguous()
+        from ..gradcam import CLIP_MEAN, CLIP_STD, preprocess_image
+
+        mean, std = getattr(model, "pnp_image_stats", None) or (CLIP_MEAN, CLIP_STD)
+        return preprocess_image(image, size, False, mean, std)
 
     def tokenize(self, tokenizer, class_names, keep_spaces: bool = False, pad_to: int | None = None):
         from ..gradcam import CaptionTokens
@@ -165,8 +139,7 @@ class BridgeTowerBackend(Backend):
             raise ValueError("every image needs at least one class for its caption")
         built = [caption_segments(names, keep_spaces) for names in class_names]
         captions = [c for c, _ in built]
-        limit = int(getattr(tokenizer, "model_max_length", 512) or 512)
-        limit = min(limit, 512)
+        limit = min(int(getattr(tokenizer, "model_max_length", None) or 512), 512)
         enc = tokenizer(
             captions, padding="longest" if pad_to is None else "max_length", truncation=True,
             max_length=pad_to or limit, return_offsets_mapping=True, return_special_tokens_mask=True, return_tensors="pt",
@@ -189,32 +162,12 @@ class BridgeTowerBackend(Backend):
 
     # -- GradCAM -------------------------------------------------------------------------------------
 
-    def token_maps(self, model, pixel_values, tokens, layer: int, head: int, autocast: str = "none") -> torch.Tensor:
-        """Output-preserving shortcuts: both uni-modal towers and the cross-modal layers below ``layer`` run
-        without gradient; the graph starts at the text input of cross-modal layer ``layer``, so the backward
-        of ``J = Σ_b logit[b, 1]`` runs only through the cross-modal layers ≥ ``layer``; the attention
-        probabilities of that layer's cross-attention are taken with a forward hook and only ``head`` kept."""
-        from ..gradcam import gradcam_map
-
-        self.check_layer_head(model, layer, head)
-        grid = pixel_values.shape[-1] // self.patch_size(model)
-        ((probs, grad),) = self._probs_and_grads(model, pixel_values, tokens, [layer], autocast)
-        return gradcam_map(probs[:, head].detach(), grad[:, head], tokens.attention_mask, grid)
-
-    def one_pass_token_maps(self, model, pixel_values, tokens, layers, autocast: str = "none") -> dict[int, torch.Tensor]:
-        from ..gradcam import gradcam_map
-
-        layers = sorted(set(int(layer) for layer in layers))
-        for layer in layers:
-            self.check_layer_head(model, layer, 0)
-        grid = pixel_values.shape[-1] // self.patch_size(model)
-        pairs = self._probs_and_grads(model, pixel_values, tokens, layers, autocast)
-        return {layer: gradcam_map(p.detach(), g, tokens.attention_mask, grid) for layer, (p, g) in zip(layers, pairs)}
-
-    def _probs_and_grads(self, model, pixel_values, tokens, layers: list[int], autocast: str):
-        """One forward/backward: the graph from the text input of the lowest listed cross-modal layer, the
-        cross-attention probabilities of every listed layer (forward hooks) and their gradients from one
-        ``autograd.grad`` of the summed match logits; ``[(probs, grad)]`` in the order of ``layers``."""
+    def probs_and_grads(self, model, pixel_values, tokens, layers: list[int], autocast: str = "none"):
+        """Output-preserving shortcuts: both uni-modal towers and the cross-modal layers below the lowest
+        listed layer run without gradient; the graph starts at that layer's text input, so the backward of
+        ``J = Σ_b logit[b, 1]`` runs only through the cross-modal layers above it; the probabilities of every
+        listed layer's cross-attention are taken with forward hooks and their gradients come from one
+        ``autograd.grad``. Returns ``[(probs, grad)]`` in the order of ``layers``."""
         from transformers.masking_utils import create_bidirectional_mask
 
         from ..gradcam import autocast_context
@@ -282,39 +235,17 @@ class BridgeTowerBackend(Backend):
                 handle.remove()
         return list(zip(probs, grads))
 
-    def reference_token_maps(self, model, pixel_values, tokens, layer: int, head: int) -> torch.Tensor:
-        """``BridgeTowerForImageAndTextRetrieval`` forward and backward as transformers runs it, every
-        parameter with a gradient, every cross-modal text layer's probabilities kept (``retain_grad``) and
-        every layer's maps formed; then layer/head cut to the batch's real longest caption."""
-        from ..gradcam import gradcam_map
-        from .blip import all_parameters_require_grad
+    def cross_attention_modules(self, model) -> list:
+        return [layer.crossattention.self for layer in model.bridgetower.cross_modal_text_layers]
 
-        grid = pixel_values.shape[-1] // self.patch_size(model)
-        saved = []
-
-        def keep(_module, _inputs, output):
-            probs = output[1]
-            probs.retain_grad()
-            saved.append(probs)
-
-        layers = model.bridgetower.cross_modal_text_layers
-        handles = [blk.crossattention.self.register_forward_hook(keep) for blk in layers]
-        try:
-            with all_parameters_require_grad(model), torch.enable_grad():
-                model.zero_grad(set_to_none=True)
-                out = model(
-                    input_ids=tokens.input_ids,
-                    attention_mask=tokens.attention_mask,
-                    pixel_values=pixel_values,
-                    interpolate_pos_encoding=True,
-                )
-                out.logits[:, 1].sum().backward()
-                every_layer = [gradcam_map(p.detach(), p.grad, tokens.attention_mask, grid) for p in saved]
-                model.zero_grad(set_to_none=True)
-        finally:
-            for h in handles:
-                h.remove()
-        return every_layer[layer - 1][:, head, : tokens.longest - 1]
+    def match_logits(self, model, pixel_values, tokens) -> torch.Tensor:
+        """``BridgeTowerForImageAndTextRetrieval`` forward as transformers runs it."""
+        return model(
+            input_ids=tokens.input_ids,
+            attention_mask=tokens.attention_mask,
+            pixel_values=pixel_values,
+            interpolate_pos_encoding=True,
+        ).logits
 
     # -- tiny checkpoint -----------------------------------------------------------------------------
 
@@ -364,6 +295,8 @@ def write_tiny_bridgetower(directory, seed: int = 0) -> Path:
     config — saved with ``save_pretrained`` so that :meth:`BridgeTowerBackend.load` reads it like the Hub's."""
     from transformers import BridgeTowerConfig, BridgeTowerForImageAndTextRetrieval
 
+    from ..gradcam import CLIP_MEAN, CLIP_STD
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer = tiny_bpe_tokenizer()
@@ -388,7 +321,7 @@ def write_tiny_bridgetower(directory, seed: int = 0) -> Path:
     processor = {
         "image_processor_type": "BridgeTowerImageProcessor", "do_resize": True, "size": {"shortest_edge": 288},
         "size_divisor": 32, "resample": 3, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
-        "image_mean": list(OPENAI_CLIP_MEAN), "image_std": list(OPENAI_CLIP_STD), "do_pad": True,
+        "image_mean": list(CLIP_MEAN), "image_std": list(CLIP_STD), "do_pad": True,
         "do_center_crop": True, "crop_size": {"shortest_edge": 288},
     }
     (directory / "preprocessor_config.json").write_text(json.dumps(processor, indent=2) + "\n", encoding="utf-8")

@@ -16,13 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import ModelError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CLIP = "openai/clip-vit-large-patch14-336"
-OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 #: §8: similarities divided by 0.01
 LOGIT_SCALE = 100.0
 
@@ -36,7 +33,7 @@ class ClipScorer:
     def __init__(self, model_id: str = DEFAULT_CLIP, device: str = "cpu"):
         from transformers import AutoTokenizer, CLIPModel
 
-        from ..model import _offline_hint, resolve_device
+        from ..model import _offline_hint, image_stats, resolve_device
 
         self.model_id = str(model_id)
         self.device = resolve_device(device)
@@ -47,18 +44,8 @@ class ClipScorer:
             raise _offline_hint(self.model_id, exc) from None
         self.model.eval().requires_grad_(False).to(self.device)
         self.image_size = int(self.model.config.vision_config.image_size)
-        self.mean, self.std = self._processor_stats()
+        self.mean, self.std = image_stats(self.model_id)
         self._text_cache: dict[str, torch.Tensor] = {}
-
-    def _processor_stats(self):
-        from transformers.utils import cached_file
-
-        try:
-            path = cached_file(self.model_id, "preprocessor_config.json", _raise_exceptions_for_missing_entries=False)
-            cfg = json.loads(Path(path).read_text(encoding="utf-8")) if path else {}
-        except (OSError, ValueError):
-            cfg = {}
-        return tuple(cfg.get("image_mean", OPENAI_CLIP_MEAN)), tuple(cfg.get("image_std", OPENAI_CLIP_STD))
 
     @torch.no_grad()
     def text_features(self, prompts: list[str]) -> torch.Tensor:
@@ -117,6 +104,8 @@ def write_tiny_clip(directory, seed: int = 0) -> Path:
     from tokenizers.pre_tokenizers import ByteLevel
     from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
 
+    from ..gradcam import CLIP_MEAN, CLIP_STD
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     chars = sorted(ByteLevel.alphabet())
@@ -137,8 +126,8 @@ def write_tiny_clip(directory, seed: int = 0) -> Path:
     CLIPModel(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     processor = {"image_processor_type": "CLIPImageProcessor", "size": {"shortest_edge": 64},
-                 "crop_size": {"height": 64, "width": 64}, "image_mean": list(OPENAI_CLIP_MEAN),
-                 "image_std": list(OPENAI_CLIP_STD), "do_resize": True, "do_center_crop": True, "resample": 3}
+                 "crop_size": {"height": 64, "width": 64}, "image_mean": list(CLIP_MEAN),
+                 "image_std": list(CLIP_STD), "do_resize": True, "do_center_crop": True, "resample": 3}
     (directory / "preprocessor_config.json").write_text(json.dumps(processor, indent=2) + "\n", encoding="utf-8")
     (directory / "README.md").write_text(
         "Tiny randomly initialised CLIP written by `pnp-ovss tiny-model --clip` for offline tests of the search.\n",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import pandas as pd
 import yaml
 from PIL import Image
 
-from ..io import atomic_write_text, read_rgb
+from ..io import atomic_write_text, open_rgb, read_rgb
 from ..layout import BEST_YAML, HEATMAP_PNG, REWARDS_CSV, STUDY_DB, SUMMARY_CSV, THRESHOLD_PNG
 from .reward import SettingReward, class_wins, masked_images, reward_masks, token_contrast
 
@@ -52,7 +51,7 @@ def load_search_images(dataset, image_ids, keys, maps_dir, clip_size: int) -> tu
         layers, heads = list(item.attrs["layers"]), list(item.attrs["heads"])
         if not item.attrs["class_ids"]:
             continue
-        rgb = np.asarray(Image.open(dataset.image_path(image_id)).convert("RGB").resize((clip_size, clip_size), Image.BICUBIC))
+        rgb = np.asarray(open_rgb(dataset.image_path(image_id)).resize((clip_size, clip_size), Image.BICUBIC))
         images.append(SearchImage(image_id, list(item.attrs["class_ids"]), list(item.attrs["class_names"]), item.maps,
                                   rgb.astype(np.float32) / 255.0))
     if layers is None:
@@ -284,7 +283,3 @@ def _save(fig, path: Path) -> None:
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
-
-
-def parse_best_yaml(path: str | os.PathLike) -> dict:
-    return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
