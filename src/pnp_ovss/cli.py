@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "pnp_ovss.segment",
     "pnp_ovss.labels.cli",
     "pnp_ovss.model",
+    "pnp_ovss.prepare.cli",
 ]
 
 

@@ -54,6 +54,8 @@ class DatasetDescriptor:
     mmseg_variants: tuple[str, ...] = ("folder",)
     #: a public benchmark (``data_root``, the authors' answers, ``pnp-ovss datasets check``)
     benchmark: bool = True
+    #: images in the complete split (``pnp-ovss datasets check`` and ``prepare`` warn about another count)
+    expected_images: int | None = None
 
     def adapter_class(self):
         module, _, cls = self.adapter.partition(":")
@@ -89,28 +91,28 @@ _ALL = (
         layout="VOCdevkit/VOC2012/{JPEGImages,SegmentationClass,ImageSets/Segmentation/val.txt}", split="val (1449)",
         adapter="pnp_ovss.datasets.benchmarks:VOC", background_rule=BACKGROUND_ALWAYS,
         default_labels_source="gpt4o_file", authors_answers=_answers("voc"), pnp_n_class=21,
-        mmseg_variants=("voc21", "voc20"),
+        mmseg_variants=("voc21", "voc20"), expected_images=1449,
     ),
     DatasetDescriptor(
         name="psc", title="PASCAL Context", vocabulary="psc",
         layout="VOCdevkit/VOC2010/{JPEGImages,SegmentationClassContext,ImageSets/SegmentationContext/val.txt}",
         split="val (5105)", adapter="pnp_ovss.datasets.benchmarks:PascalContext", background_rule=BACKGROUND_FEWER_THAN_3,
         default_labels_source="gpt4o_file", authors_answers=_answers("psc"), pnp_n_class=60,
-        mmseg_variants=("pc59", "pc60"),
+        mmseg_variants=("pc59", "pc60"), expected_images=5105,
     ),
     DatasetDescriptor(
         name="ade20k", title="ADE20K", vocabulary="ade20k",
         layout="ADEChallengeData2016/{images,annotations}/validation", split="validation (2000)",
         adapter="pnp_ovss.datasets.benchmarks:ADE20K", background_rule=BACKGROUND_FEWER_THAN_3,
         default_labels_source="gpt4o_file", authors_answers=_answers("ade20k"), prompt_categories="ade20k_synonyms",
-        pnp_n_class=151, pnp_background_name="Background", mmseg_variants=("ade150",),
+        pnp_n_class=151, pnp_background_name="Background", mmseg_variants=("ade150",), expected_images=2000,
     ),
     DatasetDescriptor(
         name="coco_object", title="COCO-Object", vocabulary="coco_object",
         layout="coco_stuff164k/images/val2017 + instances_val2017.json (pnp) or <id>_instanceTrainIds.png (mmseg)",
         split="val2017 (5000)", adapter="pnp_ovss.datasets.benchmarks:COCOObject", background_rule=BACKGROUND_ALWAYS,
         default_labels_source="gpt4o_file", authors_answers=_answers("coco_object"), answer_ids=IDS_COCO_CATEGORY,
-        prompt_categories="coco_pairs", pnp_n_class=91, mmseg_variants=("coco_object81",),
+        prompt_categories="coco_pairs", pnp_n_class=91, mmseg_variants=("coco_object81",), expected_images=5000,
     ),
     DatasetDescriptor(
         name="coco_stuff", title="COCO-Stuff 164k", vocabulary="coco_stuff",
@@ -118,7 +120,7 @@ _ALL = (
         split="val2017 (5000)", adapter="pnp_ovss.datasets.benchmarks:COCOStuff", background_rule=BACKGROUND_FEWER_THAN_3,
         default_labels_source="gpt4o_file", authors_answers=_answers("coco_stuff"), answer_ids=IDS_COCO_CATEGORY,
         answer_loop_over_classes=True, prompt_categories="coco_pairs", prompt_excluded_ids=(183,), pnp_n_class=183,
-        pnp_background_name="unlabeled", mmseg_variants=("coco_stuff171",),
+        pnp_background_name="unlabeled", mmseg_variants=("coco_stuff171",), expected_images=5000,
     ),
 )
 

@@ -5,28 +5,41 @@ from __future__ import annotations
 import argparse
 
 from ..config import normalise
-from ..descriptors import DATASET_NAMES
+from ..descriptors import DATASET_NAMES, DESCRIPTORS
 from ..ordering import faithful_order
 from . import get_dataset
 
 
-def _check(args: argparse.Namespace) -> int:
-    overrides = {"dataset": args.dataset, "data_root": args.data_root, "protocol": args.protocol}
-    if args.images:
-        overrides["images"] = args.images
-    if args.classes:
-        overrides["classes"] = args.classes
+def check_dataset(dataset: str, data_root, *, protocol: str = "pnp", sample: int = 3, images=None,
+                  classes=None) -> list[str]:
+    """Open a dataset's split, read ``sample`` images and annotations, and say what was found: one line per
+    finding, a ``WARNING`` line when a benchmark's split does not have its full image count."""
+    overrides = {"dataset": dataset, "data_root": str(data_root), "protocol": protocol}
+    if images:
+        overrides["images"] = images
+    if classes:
+        overrides["classes"] = classes
     cfg = normalise(overrides)
     ds = get_dataset(cfg)
     ids = ds.image_ids()
-    print(f"{ds.name}: {len(ids)} images, {len(ds.vocabulary)} classes, root {ds.root}")
-    n = min(args.sample, len(ids))
-    for image_id in faithful_order(ids)[:n]:
+    lines = [f"{ds.name}: {len(ids)} images, {len(ds.vocabulary)} classes, root {ds.root}"]
+    expected = DESCRIPTORS[ds.name].expected_images if ds.name in DESCRIPTORS else None
+    if expected is not None and len(ids) != expected:
+        lines.append(f"WARNING: {len(ids)} images; the complete {ds.name} split has {expected} "
+                     "(an incomplete download, or a subset on purpose)")
+    for image_id in faithful_order(ids)[: min(sample, len(ids))]:
         h, w = ds.image_size(image_id)
         line = f"  {image_id}: {w}x{h}"
         if ds.has_ground_truth:
-            gt = ds.ground_truth(image_id, args.protocol)
-            line += f", ground truth classes {sorted(set(gt.ravel().tolist()))}"
+            gt = ds.ground_truth(image_id, protocol)
+            line += f", ground truth ({protocol}) classes {sorted(set(gt.ravel().tolist()))}"
+        lines.append(line)
+    return lines
+
+
+def _check(args: argparse.Namespace) -> int:
+    for line in check_dataset(args.dataset, args.data_root, protocol=args.protocol, sample=args.sample,
+                              images=args.images, classes=args.classes):
         print(line)
     return 0
 
