@@ -7,7 +7,8 @@
 - Pascal Context: SegmentationClassContext greyscale PNGs 0..59 (mmseg-converted).
 - ADE20K: raw annotations 0..150 (0 = other).
 - COCO-Stuff 164k: raw stuffthingmaps (value = COCO id - 1, 255 unlabeled) + `_labelTrainIds.png`
-  (mmseg, 0..170) + `_instanceTrainIds.png` (COCO-Object, 0 background, 1..80, 255).
+  (mmseg, 0..170) + `_instanceTrainIds.png` (COCO-Object as the peers' converter: 1..80 things, 0 for
+  stuff and unlabeled).
 - COCO instances_val2017.json: polygons and a crowd RLE, overlapping instances (first wins).
 Sizes differ per image; the contents are random but deterministic. Returns nothing; writes files.
 """
@@ -125,7 +126,6 @@ def coco(root: Path, n: int, rng) -> list[str]:
         inst = np.zeros((h, w), dtype=np.int64)
         for t, cid in enumerate(thing_ids):
             inst[coco_ids == cid] = t + 1
-        inst[coco_ids == 0] = 255
         _png(base / "annotations" / "val2017" / f"{image_id}_instanceTrainIds.png", inst)
         images.append({"id": iid, "file_name": f"{image_id}.jpg", "height": h, "width": w})
         # polygon person (rectangle), then an overlapping dog polygon (person wins on the overlap),

@@ -59,6 +59,7 @@ def test_missing_dataset_is_a_clear_error(repo_copy, tmp_path):
     proc = run(["-n", "--cores", "1", "--config", "dataset=voc", f"data_root={tmp_path}"], repo_copy, check=False)
     assert proc.returncode != 0
     assert f"{tmp_path}/VOCdevkit/VOC2012: PASCAL VOC 2012 folder not found" in proc.stdout + proc.stderr
+    assert "pnp-ovss prepare --dataset voc --downloads DIR" in proc.stdout + proc.stderr
 
 
 def test_conda_env_lists_the_same_packages_as_pyproject():

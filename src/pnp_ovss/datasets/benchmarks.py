@@ -24,6 +24,11 @@ from ..vocab import load_vocabulary
 from .base import Dataset, require_dir, require_file
 
 
+def _made_by_prepare(name: str, where: str) -> str:
+    """The hint for a missing benchmark folder: its layout, and the command that makes it."""
+    return f"{where}; `pnp-ovss prepare --dataset {name} --downloads DIR --data-root <data_root>` makes it from the official downloads"
+
+
 def _read_id_list(path: Path) -> list[str]:
     ids = [line.strip().split()[0] for line in path.read_text().splitlines() if line.strip()]
     if not ids:
@@ -45,7 +50,7 @@ class VOC(Dataset):
     def __init__(self, data_root: Path, mmseg_variant: str | None = None):
         super().__init__(Path(data_root) / "VOCdevkit" / "VOC2012", load_vocabulary("voc"))
         self.mmseg_variant = mmseg_variant or "voc21"
-        require_dir(self.root, "PASCAL VOC 2012 folder", "<data_root>/VOCdevkit/VOC2012 (mmseg layout)")
+        require_dir(self.root, "PASCAL VOC 2012 folder", _made_by_prepare("voc", "<data_root>/VOCdevkit/VOC2012 (mmseg layout)"))
         require_dir(self.root / "JPEGImages", "VOC JPEGImages folder")
         require_dir(self.root / "SegmentationClass", "VOC SegmentationClass folder (palette PNGs)")
 
@@ -84,19 +89,19 @@ class PascalContext(Dataset):
     def __init__(self, data_root: Path, mmseg_variant: str | None = None):
         super().__init__(Path(data_root) / "VOCdevkit" / "VOC2010", load_vocabulary("psc"))
         self.mmseg_variant = mmseg_variant or "pc59"
-        require_dir(self.root, "Pascal Context (VOC2010) folder", "<data_root>/VOCdevkit/VOC2010 (mmseg layout)")
+        require_dir(self.root, "Pascal Context (VOC2010) folder", _made_by_prepare("psc", "<data_root>/VOCdevkit/VOC2010 (mmseg layout)"))
         require_dir(self.root / "JPEGImages", "VOC2010 JPEGImages folder")
         require_dir(
             self.root / "SegmentationClassContext",
             "SegmentationClassContext folder",
-            "the mmseg-converted Pascal Context labels (0 = background, 1..59)",
+            _made_by_prepare("psc", "the mmseg-converted Pascal Context labels (0 = background, 1..59)"),
         )
 
     def image_ids(self) -> list[str]:
         split = require_file(
             self.root / "ImageSets" / "SegmentationContext" / "val.txt",
             "Pascal Context val split",
-            "ImageSets/SegmentationContext/val.txt as written by mmseg's pascal_context.py",
+            _made_by_prepare("psc", "ImageSets/SegmentationContext/val.txt as written by mmseg's pascal_context.py"),
         )
         return _read_id_list(split)
 
@@ -119,7 +124,7 @@ class ADE20K(Dataset):
 
     def __init__(self, data_root: Path, mmseg_variant: str | None = None):
         super().__init__(Path(data_root) / "ADEChallengeData2016", load_vocabulary("ade20k"))
-        require_dir(self.root, "ADE20K folder", "<data_root>/ADEChallengeData2016")
+        require_dir(self.root, "ADE20K folder", _made_by_prepare("ade20k", "<data_root>/ADEChallengeData2016"))
         require_dir(self.root / "images" / "validation", "ADE20K validation images")
         require_dir(self.root / "annotations" / "validation", "ADE20K validation annotations")
 
@@ -193,7 +198,7 @@ class _COCOBase(Dataset):
     def __init__(self, data_root: Path, vocab_name: str):
         self.data_root = Path(data_root)
         super().__init__(self.data_root / "coco_stuff164k", load_vocabulary(vocab_name))
-        require_dir(self.root, "COCO-Stuff 164k folder", "<data_root>/coco_stuff164k (mmseg layout)")
+        require_dir(self.root, "COCO-Stuff 164k folder", _made_by_prepare(vocab_name, "<data_root>/coco_stuff164k (mmseg layout)"))
         require_dir(self.root / "images" / "val2017", "COCO val2017 images")
         require_dir(self.root / "annotations" / "val2017", "COCO-Stuff val2017 annotations")
         self.instances_json = find_instances_json(self.data_root)
