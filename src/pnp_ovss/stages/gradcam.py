@@ -15,6 +15,9 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -89,22 +92,36 @@ def image_attrs(dataset, image_id: str, class_ids, names, result: ImageGradcam, 
     }
 
 
-def compute_batch(
-    dataset, ids: list[str], labels: dict, params: dict, loaded, skipped: dict[str, str] | None = None
-) -> dict[str, ImageGradcam]:
-    """GradCAM + Salience Drop for the images ``ids`` as one model batch (images without classes apart).
+@dataclass
+class BatchInputs:
+    """One batch read and preprocessed, ready for the model: ``pixels`` [B', 3, S, S] of the images that have
+    classes (``model_ids``, ``names``); images without a class already have their (empty) result."""
 
-    With ``skipped`` (a dict), an unreadable image is recorded there (id -> reason) and left out of the
-    batch instead of stopping the shard (``on_error: skip``)."""
+    ids: list[str]
+    labels: dict
+    model_ids: list[str] = field(default_factory=list)
+    names: list[list[str]] = field(default_factory=list)
+    pixels: torch.Tensor | None = None
+    results: dict[str, ImageGradcam] = field(default_factory=dict)
+    skipped: dict[str, str] | None = None
+    seconds: float = 0.0
+
+
+def read_batch_inputs(dataset, ids: list[str], labels: dict, params: dict, loaded,
+                      skipped: dict[str, str] | None = None) -> BatchInputs:
+    """Decode and preprocess the images ``ids`` (the CPU side of a batch; runs beside the model when
+    prefetched). With ``skipped`` (a dict), an unreadable image is recorded there (id -> reason) and left out
+    of the batch instead of stopping the shard (``on_error: skip``)."""
+    tic = time.perf_counter()
     size = int(params["image_size"])
     grid = size // loaded.patch_size
     released_ade = uses_released_ade_input(getattr(dataset, "unnormalised_input", False), params)
-    results: dict[str, ImageGradcam] = {}
-    model_ids, pixels, names = [], [], []
+    inputs = BatchInputs(list(ids), labels, skipped=skipped)
+    pixels = []
     for image_id in ids:
         _, class_names = image_labels(labels, image_id)
         if not class_names:
-            results[image_id] = empty_result(params, grid)
+            inputs.results[image_id] = empty_result(params, grid)
             continue
         try:
             image = open_rgb(dataset.image_path(image_id))
@@ -113,24 +130,113 @@ def compute_batch(
                 raise
             skipped[image_id] = str(exc)
             continue
-        model_ids.append(image_id)
-        names.append(class_names)
+        inputs.model_ids.append(image_id)
+        inputs.names.append(class_names)
         pixels.append(loaded.preprocess(image, size, released_ade))
-    if model_ids:
-        out = loaded.gradcam_batch(torch.stack(pixels), names, params)
-        results.update(zip(model_ids, out))
+    if pixels:
+        inputs.pixels = torch.stack(pixels)
+    inputs.seconds = time.perf_counter() - tic
+    return inputs
+
+
+def run_model(inputs: BatchInputs, params: dict, loaded) -> dict[str, ImageGradcam]:
+    """GradCAM + Salience Drop of a read batch as one model batch; every result of the batch by image id."""
+    results = dict(inputs.results)
+    if inputs.model_ids:
+        out = loaded.gradcam_batch(inputs.pixels, inputs.names, params)
+        results.update(zip(inputs.model_ids, out))
     return results
+
+
+def compute_batch(
+    dataset, ids: list[str], labels: dict, params: dict, loaded, skipped: dict[str, str] | None = None
+) -> dict[str, ImageGradcam]:
+    """GradCAM + Salience Drop for the images ``ids`` as one model batch (images without classes apart):
+    :func:`read_batch_inputs` then :func:`run_model`."""
+    return run_model(read_batch_inputs(dataset, ids, labels, params, loaded, skipped), params, loaded)
+
+
+def log_batch(results: dict, ids: list[str], skipped: dict[str, str] | None, log) -> None:
+    """``computed <id>`` for each image through the model, and why any was skipped."""
+    for image_id in ids:
+        if image_id in results:
+            log.info("computed %s", image_id)
+        else:
+            log.warning("skipped %s: %s", image_id, skipped[image_id])
 
 
 def compute_and_log(dataset, todo, labels, params, loaded, skipped, log) -> dict[str, ImageGradcam]:
     """:func:`compute_batch`, logging ``computed <id>`` for each image through the model and why any was skipped."""
     results = compute_batch(dataset, todo, labels, params, loaded, skipped)
-    for image_id in todo:
-        if image_id in results:
-            log.info("computed %s", image_id)
-        else:
-            log.warning("skipped %s: %s", image_id, skipped[image_id])
+    log_batch(results, todo, skipped, log)
     return results
+
+
+class _Inline:
+    """An executor that runs each call at once (``overlap=False``): the same code path, nothing in parallel."""
+
+    def submit(self, fn, *args):
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever asks for the result
+            future.set_exception(exc)
+        return future
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def pipelined(items: list, read, compute, write, *, overlap: bool = True, timings: dict | None = None) -> None:
+    """``write(item, read_output, compute(read_output))`` for each item in order, with ``read`` of item i+1
+    (a reader thread) and ``write`` of item i-1 (a writer thread) running while ``compute`` works on item i
+    in the calling thread. At most one read ahead and one write behind: memory stays at three batches, and
+    every write is finished, in order, before the next one starts. Errors of any side stop the loop; writes
+    already submitted are finished first (a killed or failed job keeps every batch it wrote).
+
+    ``timings`` (a dict) receives the seconds spent reading, computing, writing, and the wall time.
+    """
+    tic = time.perf_counter()
+    spent = {"read": 0.0, "compute": 0.0, "write": 0.0}
+
+    def timed(kind, fn):
+        def run(*args):
+            t = time.perf_counter()
+            try:
+                return fn(*args)
+            finally:
+                spent[kind] += time.perf_counter() - t
+        return run
+
+    read_t, compute_t, write_t = timed("read", read), timed("compute", compute), timed("write", write)
+    with (ThreadPoolExecutor(1, thread_name_prefix="gradcam-read") if overlap else _Inline()) as reader, \
+            (ThreadPoolExecutor(1, thread_name_prefix="gradcam-write") if overlap else _Inline()) as writer:
+        pending_write = None
+        next_read = reader.submit(read_t, items[0]) if items else None
+        try:
+            for i, item in enumerate(items):
+                inputs = next_read.result()
+                next_read = reader.submit(read_t, items[i + 1]) if i + 1 < len(items) else None
+                outputs = compute_t(inputs)
+                if pending_write is not None:
+                    pending_write.result()
+                pending_write = writer.submit(write_t, item, inputs, outputs)
+            if pending_write is not None:
+                pending_write.result()
+                pending_write = None
+        finally:
+            if pending_write is not None:
+                try:
+                    pending_write.result()
+                except BaseException:  # noqa: BLE001 - the first error is the one raised
+                    pass
+    if timings is not None:
+        timings.update({k: timings.get(k, 0.0) + v for k, v in spent.items()})
+        timings["wall"] = timings.get("wall", 0.0) + time.perf_counter() - tic
+        timings["batches"] = timings.get("batches", 0) + len(items)
 
 
 def run_gradcam_shard(
@@ -223,6 +329,8 @@ def run_gradcam_job(
     on_error: str = "fail",
     device: str = "auto",
     progress: bool = True,
+    overlap: bool = True,
+    timings: dict | None = None,
 ) -> list[str]:
     """GradCAM for the images of a shard job that have no store yet (``<stage_dir>/images/<key>.zarr``).
 
@@ -232,6 +340,10 @@ def run_gradcam_job(
     ``exclude_sep_rows`` only the missing images are computed. Each image's store is written whole and
     renamed into place, so a killed job resumes at its first unwritten image. Logs ``computed <id>`` for
     every image through the model and the computed/reused counts; returns the ids computed.
+
+    With ``overlap`` (default) the next batch's images are read and preprocessed, and the last batch's
+    stores written, in two threads while the model works (:func:`pipelined`); the results are the same.
+    ``timings`` (a dict) receives the seconds of each side.
     """
     from ..cache import entry_path, is_done, listing, write_gradcam_entry, write_manifest, write_skip
     from .labels import read_label_entries
@@ -244,41 +356,51 @@ def run_gradcam_job(
     names = listing(stage_dir)
     done = {i for i in image_ids if is_done(names, "gradcam", keys[i], on_error)}
     batch_dependent = not bool(params.get("exclude_sep_rows", False))
-    loaded = None
+    work = [(batch, todo) for batch in batches_of(image_ids, int(params["batch_size"]))
+            if (todo := images_to_compute(batch, done, batch_dependent))]
+    loaded = model_for(params, device) if work else None
     computed: list[str] = []
     skipped_ids: list[str] = []
     stored = 0
     bar = tqdm(total=len(image_ids), initial=len(done), desc=f"gradcam {shard}", unit="img", disable=not progress)
-    try:
-        for batch in batches_of(image_ids, int(params["batch_size"])):
-            todo = images_to_compute(batch, done, batch_dependent)
-            if not todo:
+
+    def read(item) -> BatchInputs:
+        _, todo = item
+        labels = read_label_entries(upstream_dir, upstream_keys, todo)
+        return read_batch_inputs(dataset, todo, labels, params, loaded, {} if on_error == "skip" else None)
+
+    def write(item, inputs: BatchInputs, results: dict) -> None:
+        nonlocal stored
+        batch, todo = item
+        log_batch(results, todo, inputs.skipped, log)
+        for image_id in batch:
+            if image_id in done:
                 continue
-            labels = read_label_entries(upstream_dir, upstream_keys, todo)
-            if loaded is None:
-                loaded = model_for(params, device)
-            skipped: dict[str, str] | None = {} if on_error == "skip" else None
-            results = compute_and_log(dataset, todo, labels, params, loaded, skipped, log)
-            for image_id in batch:
-                if image_id in done:
-                    continue
-                if image_id in results:
-                    class_ids, class_names = image_labels(labels, image_id)
-                    res = results[image_id]
-                    attrs = image_attrs(dataset, image_id, class_ids, class_names, res, params, loaded)
-                    write_gradcam_entry(stage_dir, keys[image_id], ImageMaps(image_id, res.maps, res.dropped, attrs))
-                    computed.append(image_id)
-                else:
-                    write_skip(stage_dir, keys[image_id], image_id, "gradcam", skipped[image_id])
-                    skipped_ids.append(image_id)
-                done.add(image_id)
-                stored += 1
-                bar.update(1)
-                log.info("stored %s -> %s", image_id, entry_path(stage_dir, "gradcam", keys[image_id]).name)
-                after_image("gradcam", stored)
+            if image_id in results:
+                class_ids, class_names = image_labels(inputs.labels, image_id)
+                res = results[image_id]
+                attrs = image_attrs(dataset, image_id, class_ids, class_names, res, params, loaded)
+                write_gradcam_entry(stage_dir, keys[image_id], ImageMaps(image_id, res.maps, res.dropped, attrs))
+                computed.append(image_id)
+            else:
+                write_skip(stage_dir, keys[image_id], image_id, "gradcam", inputs.skipped[image_id])
+                skipped_ids.append(image_id)
+            done.add(image_id)
+            stored += 1
+            bar.update(1)
+            log.info("stored %s -> %s", image_id, entry_path(stage_dir, "gradcam", keys[image_id]).name)
+            after_image("gradcam", stored)
+
+    spent: dict = {} if timings is None else timings
+    try:
+        pipelined(work, read, lambda inputs: run_model(inputs, params, loaded), write, overlap=overlap, timings=spent)
     finally:
         bar.close()
     reused = len(image_ids) - len(computed) - len(skipped_ids)
     log.info("gradcam %s: %d images computed, %d reused, %d skipped", shard, len(computed), reused, len(skipped_ids))
+    if work:
+        log.info("gradcam %s: read+preprocess %.2f s, model %.2f s, write %.2f s, wall %.2f s (%s)", shard,
+                 spent["read"], spent["compute"], spent["write"], spent["wall"],
+                 "reads and writes beside the model" if overlap else "one after another")
     write_manifest(manifest, "gradcam", shard, image_ids, computed, skipped_ids)
     return computed
