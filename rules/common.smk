@@ -7,7 +7,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from snakemake.utils import validate
 
 from pnp_ovss.config import coerce_to_schema, fold_dotted, load_schema, normalise
-from pnp_ovss.config import backend_name, resolve_fixes
+from pnp_ovss.config import backend_name, model_job_threads, resolve_fixes
 from pnp_ovss.layout import (
     BEST_YAML, CHART_PNG, HEATMAP_PNG, LAST_RUN_YAML, LATEST_DIR, MIOU_CSV, OVERLAYS_DIR, PARAMETERS_CSV,
     PER_CLASS_CSV, REWARDS_CSV, SKIPPED_CSV, SUMMARY_CSV, THRESHOLD_PNG,
@@ -25,6 +25,11 @@ normalise(dict(config))
 validate(config, schema="../config/schema.yaml", set_default=True)
 
 PLAN = make_plan(config)
+# threads of the model rules (gradcam, search maps): a few on a GPU so that refine/evaluate/labels jobs fill
+# the other cores meanwhile, every core on the CPU (config gradcam.threads overrides)
+import torch as _torch
+
+MODEL_JOB_THREADS = model_job_threads(config["gradcam"], _torch.cuda.is_available())
 # a shard job whose images all have results is recorded as done here (so it is not planned); a record
 # whose results were deleted is removed (so its job runs again)
 sync_job_records(PLAN)

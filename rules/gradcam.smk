@@ -18,7 +18,7 @@ rule gradcam:
         work=lambda wc: job_keys(wc.gh, wc.job),
         labels_dir=lambda wc: f"{OUT}/labels/{PLAN.upstream(wc.gh)}",
         device=config["gradcam"]["device"],
-    threads: 256  # capped at --cores: a CPU gradcam job uses the whole machine
+    threads: MODEL_JOB_THREADS  # GPU: a few (gradcam.threads); CPU: every core (capped at --cores)
     resources:
         gpu=lambda wc: 0 if config["gradcam"]["device"] == "cpu" else 1,
         mem_mb=16000,

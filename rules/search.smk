@@ -20,7 +20,7 @@ rule search_maps:
         labels_dir=lambda wc: f"{OUT}/labels/{PLAN.upstream(wc.mh)}",
         device=config["gradcam"]["device"],
         batch_size=config["search"]["batch_size"],
-    threads: 256  # capped at --cores, as the gradcam jobs
+    threads: MODEL_JOB_THREADS  # as the gradcam jobs
     resources:
         gpu=lambda wc: 0 if config["gradcam"]["device"] == "cpu" else 1,
         mem_mb=16000,
@@ -51,7 +51,7 @@ rule search_score:
         maps_dir=lambda wc: f"{OUT}/search/{wc.mh}",
         device=config["gradcam"]["device"],
         batch_size=config["search"]["batch_size"],
-    threads: 256
+    threads: MODEL_JOB_THREADS  # as the gradcam jobs
     resources:
         gpu=lambda wc: 0 if config["gradcam"]["device"] == "cpu" else 1,
         mem_mb=16000,

@@ -3,7 +3,8 @@
 ``PNP_OVSS_FAULT="<stage>:<n>:<action>"`` makes the stage ``stage`` (gradcam, refine; search counts scored
 settings) act after its ``n``-th finished image in this process (every driver calls :func:`after_image` once
 per image it stores, so ``n`` counts images whatever the batch size): ``kill`` sends itself SIGKILL (a job killed mid-shard), ``sleep``
-blocks for an hour (so a test can kill Snakemake itself at a known point). Unset, it does nothing.
+blocks for an hour (so a test can kill Snakemake itself at a known point), ``slow`` sleeps one second after
+every image from the ``n``-th on (a stand-in for a slow GPU stage). Unset, it does nothing.
 """
 
 from __future__ import annotations
@@ -21,8 +22,14 @@ def after_image(stage: str, finished: int) -> None:
         target, n, action = spec.split(":")
         n = int(n)
     except ValueError:
-        raise ValueError(f"PNP_OVSS_FAULT={spec!r}: expected <stage>:<n>:<kill|sleep>") from None
-    if target != stage or finished != n:
+        raise ValueError(f"PNP_OVSS_FAULT={spec!r}: expected <stage>:<n>:<kill|sleep|slow>") from None
+    if target != stage:
+        return
+    if action == "slow":
+        if finished >= n:
+            time.sleep(1.0)
+        return
+    if finished != n:
         return
     if action == "kill":
         os.kill(os.getpid(), signal.SIGKILL)

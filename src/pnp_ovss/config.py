@@ -261,6 +261,36 @@ def labels_params(cfg: dict) -> dict:
     return p
 
 
+#: CPU threads of a GPU job (gradcam, search maps) when ``gradcam.threads`` is null: decoding and preprocessing
+#: beside the model need a few; the other cores go to refine, evaluate and labels jobs meanwhile
+GPU_JOB_THREADS = 4
+#: a CPU GPU-stage job asks for this many threads, which Snakemake caps at ``--cores``: the whole machine
+ALL_CORES = 256
+
+
+def on_gpu(gradcam_cfg: dict, cuda_available: bool) -> bool:
+    """Whether the model stages run on a GPU: ``device: cuda``, or ``auto`` where a GPU is available."""
+    device = gradcam_cfg.get("device", "auto")
+    return device == "cuda" or (device == "auto" and bool(cuda_available))
+
+
+def model_job_threads(gradcam_cfg: dict, cuda_available: bool) -> int:
+    """The ``threads:`` of the model rules (gradcam, search maps): ``gradcam.threads`` when set; a few on a
+    GPU (:data:`GPU_JOB_THREADS`); every core on the CPU (:data:`ALL_CORES`, capped by Snakemake)."""
+    if gradcam_cfg.get("threads") is not None:
+        return int(gradcam_cfg["threads"])
+    return GPU_JOB_THREADS if on_gpu(gradcam_cfg, cuda_available) else ALL_CORES
+
+
+def torch_threads_for_job(gradcam_cfg: dict, job_threads: int, cuda_available: bool) -> int | None:
+    """The torch thread count a model job sets: its threads when they were chosen (``gradcam.threads``) or
+    when it runs on a GPU; None (torch's default, every core) for a CPU job sized by default, so CPU results
+    stay those of earlier runs (the thread count can change the last bits of a float sum)."""
+    if gradcam_cfg.get("threads") is not None or on_gpu(gradcam_cfg, cuda_available):
+        return max(1, int(job_threads))
+    return None
+
+
 def gradcam_params(cfg: dict, combo: dict, labels_hash: str) -> dict:
     """The GradCAM stage's parameters: ``layer``/``head`` null → the backend's default; ``backend`` appears
     only when it is not BLIP, so every BLIP result keeps the hash it had before backends existed."""

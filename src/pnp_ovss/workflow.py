@@ -373,6 +373,21 @@ def _log_uncaught_errors(logger: logging.Logger) -> None:
     sys.excepthook = hook
 
 
+def set_model_job_threads(gradcam_cfg: dict, job_threads: int, log: logging.Logger | None = None) -> int | None:
+    """In a model job (gradcam, search): torch's thread count from the rule's threads on a GPU or when
+    ``gradcam.threads`` is set (see :func:`pnp_ovss.config.torch_threads_for_job`); returns what was set."""
+    import torch
+
+    from .config import torch_threads_for_job
+
+    n = torch_threads_for_job(gradcam_cfg, job_threads, torch.cuda.is_available())
+    if n is not None:
+        torch.set_num_threads(n)
+        if log is not None:
+            log.info("torch threads: %d (the job's threads)", n)
+    return n
+
+
 def write_params_yaml(folder: str | Path, params: dict) -> None:
     """The human-readable parameters of a stage folder (``<stage>/<hash>/params.yaml``)."""
     path = Path(folder) / "params.yaml"

@@ -5,10 +5,11 @@ from pnp_ovss.config import check_search_refine
 from pnp_ovss.datasets import get_dataset
 from pnp_ovss.protocols import get_protocol
 from pnp_ovss.search.run import run_search
-from pnp_ovss.workflow import stage_logger, write_params_yaml
+from pnp_ovss.workflow import set_model_job_threads, stage_logger, write_params_yaml
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 log = stage_logger(sm.log[0], "search")
+set_model_job_threads(sm.config["gradcam"], sm.threads, log)
 cfg = sm.config
 out_dir = Path(sm.output.rewards).parent
 params = dict(sm.params.stage, backend=sm.params.maps_params["backend"])

@@ -4,10 +4,11 @@ from pathlib import Path
 
 from pnp_ovss.datasets import get_dataset
 from pnp_ovss.search.maps import run_search_maps_job
-from pnp_ovss.workflow import stage_logger, write_params_yaml
+from pnp_ovss.workflow import set_model_job_threads, stage_logger, write_params_yaml
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 log = stage_logger(sm.log[0], "search")
+set_model_job_threads(sm.config["gradcam"], sm.threads, log)
 stage_dir = Path(sm.output[0]).parent.parent
 write_params_yaml(stage_dir, sm.params.stage)
 run_search_maps_job(
