@@ -87,3 +87,30 @@ def test_faithful_shards_that_cut_batches_are_warned_about():
     assert "not a multiple of gradcam.batch_size 35" in plan_warnings(normalise({"shard_size": 10}))[0]
     assert plan_warnings(normalise({"shard_size": 10, "mode": "clean"})) == []
     assert plan_warnings(normalise({"shard_size": 70})) == []
+
+
+def test_model_job_threads_few_on_a_gpu_every_core_on_the_cpu_and_the_key_wins():
+    from pnp_ovss.config import ALL_CORES, GPU_JOB_THREADS, model_job_threads, torch_threads_for_job
+
+    assert GPU_JOB_THREADS == 4
+    assert model_job_threads({"device": "cuda", "threads": None}, cuda_available=False) == 4
+    assert model_job_threads({"device": "auto", "threads": None}, cuda_available=True) == 4
+    assert model_job_threads({"device": "auto", "threads": None}, cuda_available=False) == ALL_CORES
+    assert model_job_threads({"device": "cpu", "threads": None}, cuda_available=True) == ALL_CORES
+    assert model_job_threads({"device": "cuda", "threads": 7}, cuda_available=True) == 7
+    # torch keeps its own default on a CPU job sized by default (results unchanged from earlier runs)
+    assert torch_threads_for_job({"device": "auto", "threads": None}, 2, cuda_available=False) is None
+    assert torch_threads_for_job({"device": "auto", "threads": None}, 4, cuda_available=True) == 4
+    assert torch_threads_for_job({"device": "cpu", "threads": 1}, 1, cuda_available=False) == 1
+
+
+def test_gradcam_threads_is_in_no_stage_hash():
+    from pnp_ovss.config import normalise, plan_runs
+
+    def hashes(threads):
+        runs, table = plan_runs(normalise({"gradcam": {"threads": threads}}))
+        return sorted(table)
+
+    assert hashes(None) == hashes(3)
+    with pytest.raises(Exception, match="threads"):
+        normalise({"gradcam": {"threads": 0}})

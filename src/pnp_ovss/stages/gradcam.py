@@ -402,5 +402,7 @@ def run_gradcam_job(
         log.info("gradcam %s: read+preprocess %.2f s, model %.2f s, write %.2f s, wall %.2f s (%s)", shard,
                  spent["read"], spent["compute"], spent["write"], spent["wall"],
                  "reads and writes beside the model" if overlap else "one after another")
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            log.info("gradcam %s: peak GPU memory %.2f GiB", shard, torch.cuda.max_memory_allocated() / 2**30)
     write_manifest(manifest, "gradcam", shard, image_ids, computed, skipped_ids)
     return computed

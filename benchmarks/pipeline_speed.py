@@ -1,0 +1,212 @@
+"""The whole workflow on N synthetic images with full-size random BLIP weights: images/s per stage, how much the
+jobs overlapped, CPU/GPU utilisation, peak memory, and the image reading/writing the GradCAM jobs hid behind
+the model.
+
+    python benchmarks/pipeline_speed.py --images 16 --batch-size 2               # CPU, a few minutes on 2 cores
+    python benchmarks/pipeline_speed.py --images 200 --device cuda               # a GPU machine
+    python benchmarks/pipeline_speed.py --images 200 --device cuda --autocast bf16
+
+Images are demo-like landscapes (pnp_ovss.demo) at ``--size`` in a ``folder`` dataset with the demo's classes;
+the model is BLIP-ITM-large's architecture with random weights (benchmarks/gradcam_speed.py), saved once to a
+temporary checkpoint (``--model DIR`` uses yours, e.g. the real one). Snakemake runs with ``--cores`` (default
+all) and the default profile (one GPU). Figures come from Snakemake's own per-job benchmark files, the jobs'
+logs, /proc/stat and, on a GPU, nvidia-smi sampled every half second.
+
+Printed: per stage the jobs, job-seconds and images per job-second, peak RSS; the wall time; overlap = sum of
+job-seconds / wall time (1 = one job at a time); CPU utilisation of the cores given; GPU utilisation and peak
+GPU memory; per GradCAM job the read+preprocess and write seconds that ran beside the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "src"))
+
+CLASSES = ("sky", "mountain", "water", "grass", "tree")
+
+
+def write_images(folder: Path, n: int, width: int, height: int) -> None:
+    from PIL import Image
+
+    from pnp_ovss.demo import render_scene
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        rgb, _ = render_scene(1000 + i, ("mountain", "water", "grass", "tree"))
+        Image.fromarray(rgb).resize((width, height), Image.BICUBIC).save(folder / f"img_{i:05d}.jpg", quality=92)
+
+
+def write_large_blip(directory: Path) -> Path:
+    import torch
+    from gradcam_speed import build_model
+
+    torch.manual_seed(0)
+    model, tokenizer, _, _ = build_model("blip", "base")
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def cpu_times() -> tuple[float, float]:
+    """(busy, total) jiffies of all cores from /proc/stat."""
+    with open("/proc/stat") as fh:
+        fields = [float(x) for x in fh.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)
+    return sum(fields) - idle, sum(fields)
+
+
+class GpuSampler:
+    """nvidia-smi every half second: mean utilisation, peak memory used (whole card)."""
+
+    def __init__(self):
+        self.util, self.mem = [], []
+        self._stop = threading.Event()
+        self.available = shutil.which("nvidia-smi") is not None
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu,memory.used",
+                                      "--format=csv,noheader,nounits", "-i", "0"],
+                                     capture_output=True, text=True, timeout=5).stdout.strip()
+                u, m = (float(x) for x in out.split(","))
+                self.util.append(u)
+                self.mem.append(m)
+            except (OSError, ValueError, subprocess.SubprocessError):
+                pass
+            self._stop.wait(0.5)
+
+    def __enter__(self):
+        if self.available:
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if self.available:
+            self._thread.join()
+
+
+def stage_benchmarks(results: Path) -> dict[str, list[dict]]:
+    """Snakemake's benchmark rows per stage (results/<dataset>/benchmarks/<stage>/**.tsv)."""
+    out: dict[str, list[dict]] = {}
+    for tsv in sorted((results / "benchmarks").rglob("*.tsv")):
+        stage = tsv.relative_to(results / "benchmarks").parts[0]
+        with open(tsv) as fh:
+            out.setdefault(stage, []).extend(csv.DictReader(fh, delimiter="\t"))
+    return out
+
+
+_TIMING = re.compile(r"read\+preprocess ([\d.]+) s, model ([\d.]+) s, write ([\d.]+) s, wall ([\d.]+) s")
+_PEAK = re.compile(r"peak GPU memory ([\d.]+) GiB")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", type=int, default=8)
+    ap.add_argument("--size", default="500x375", help="WxH of the synthetic images")
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--autocast", default="none", choices=["none", "bf16", "fp16"])
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--shard-size", type=int, default=0,
+                    help="default: a quarter of the images, at least two batches (shards to overlap, batches to prefetch)")
+    ap.add_argument("--cores", type=int, default=0, help="default: all")
+    ap.add_argument("--model", help="a checkpoint directory (default: BLIP-ITM-large architecture, random weights)")
+    ap.add_argument("--workdir", help="keep everything here (default: a temporary folder)")
+    a = ap.parse_args(argv)
+    width, height = (int(x) for x in a.size.lower().split("x"))
+    cores = a.cores or len(os.sched_getaffinity(0))
+    shard = a.shard_size or max(2 * a.batch_size, -(-a.images // 4))
+    shard = -(-shard // a.batch_size) * a.batch_size  # faithful shards hold whole batches
+
+    tmp = None if a.workdir else tempfile.TemporaryDirectory()
+    work = Path(a.workdir or tmp.name)
+    try:
+        wf = work / "wf"
+        if not wf.exists():
+            wf.mkdir(parents=True)
+            for name in ("Snakefile", "rules", "workflow", "config", "envs", "profiles"):
+                src = ROOT / name
+                (shutil.copytree if src.is_dir() else shutil.copy)(src, wf / name)
+            (wf / "src").symlink_to(ROOT / "src")
+        shutil.rmtree(wf / "results", ignore_errors=True)
+        images = work / "images"
+        if not images.is_dir():
+            write_images(images, a.images, width, height)
+        model = Path(a.model) if a.model else work / "blip-large-random"
+        if not a.model and not (model / "config.json").is_file():
+            print("writing a BLIP-ITM-large checkpoint with random weights ...", flush=True)
+            write_large_blip(model)
+        gradcam = f"{{model: {model}, device: {a.device}, autocast: {a.autocast}, batch_size: {a.batch_size}}}"
+        cmd = [sys.executable, "-m", "snakemake", "--cores", str(cores), "--config", "dataset=folder",
+               f"images={images}", f"classes={','.join(CLASSES)}", f"shard_size={shard}", f"gradcam={gradcam}"]
+        print(" ".join(cmd), flush=True)
+        busy0, total0 = cpu_times()
+        tic = time.perf_counter()
+        with GpuSampler() as gpu:
+            proc = subprocess.run(cmd, cwd=wf, capture_output=True, text=True)
+        wall = time.perf_counter() - tic
+        busy1, total1 = cpu_times()
+        if proc.returncode != 0:
+            print(proc.stdout[-3000:], proc.stderr[-6000:], sep="\n")
+            return 1
+        results = wf / "results" / "folder"
+        rows = stage_benchmarks(results)
+        print(f"\n{a.images} images {width}x{height}, device {a.device}, autocast {a.autocast}, {cores} cores, "
+              f"shards of {shard}, batches of {a.batch_size}")
+        print(f"{'stage':<16} {'jobs':>4} {'job-s':>8} {'images/s':>9} {'peak RSS GiB':>13}")
+        job_seconds = 0.0
+        for stage in ("labels", "gradcam", "refine", "evaluate_shard", "evaluate", "report"):
+            if stage not in rows:
+                continue
+            secs = sum(float(r["s"]) for r in rows[stage])
+            rss = max(float(r["max_rss"]) for r in rows[stage]) / 1024
+            job_seconds += secs
+            per = f"{a.images / secs:9.2f}" if stage in ("labels", "gradcam", "refine", "evaluate_shard") and secs else f"{'':>9}"
+            print(f"{stage:<16} {len(rows[stage]):>4} {secs:>8.1f} {per} {rss:>13.2f}")
+        job_seconds += sum(float(r["s"]) for s, rs in rows.items() if s not in
+                           ("labels", "gradcam", "refine", "evaluate_shard", "evaluate", "report") for r in rs)
+        print(f"wall {wall:.1f} s (snakemake's planning and job start-up included); sum of job-seconds "
+              f"{job_seconds:.1f} s; overlap {job_seconds / wall:.2f}")
+        print(f"CPU utilisation {100 * (busy1 - busy0) / max(total1 - total0, 1e-9):.0f}% of all "
+              f"{os.cpu_count()} cores of the machine ({cores} given to snakemake)")
+        if gpu.util:
+            print(f"GPU utilisation mean {sum(gpu.util) / len(gpu.util):.0f}% (nvidia-smi, {len(gpu.util)} samples); "
+                  f"peak memory used {max(gpu.mem) / 1024:.2f} GiB")
+        logs = sorted((results / "logs" / "gradcam").rglob("*.log"))
+        read = model_s = write = job_wall = 0.0
+        peaks = []
+        for log in logs:
+            text = log.read_text()
+            for m in _TIMING.finditer(text):
+                r, mo, w, wl = (float(x) for x in m.groups())
+                read, model_s, write, job_wall = read + r, model_s + mo, write + w, job_wall + wl
+            peaks += [float(x) for x in _PEAK.findall(text)]
+        if job_wall:
+            hidden = read + model_s + write - job_wall
+            print(f"gradcam jobs: model {model_s:.1f} s, read+preprocess {read:.2f} s and write {write:.2f} s beside "
+                  f"it; {hidden:.2f} s of the {read + write:.2f} s hidden by the overlap (wall {job_wall:.1f} s)")
+        if peaks:
+            print(f"peak GPU memory of a gradcam job (torch): {max(peaks):.2f} GiB")
+        return 0
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
