@@ -382,3 +382,39 @@ def test_labels_records_name_classes_as_the_caption_will():
     answer = parse_answer("[10: traffic light], [90]", "coco_object", vocab, "faithful")
     assert answer.to_record(vocab)["names"] == ["trafficlight"]
     assert answer.to_record(vocab, keep_spaces=True)["names"] == ["traffic light"]
+
+
+# ------------------------------------------------------------------------------------------------
+# opt-in fused attention in the vision tower (gradcam.vision_attention: sdpa)
+
+
+@pytest.mark.parametrize("params", [FAITHFUL, dict(CLEAN, layer=4, head=2)], ids=["faithful", "clean"])
+def test_sdpa_vision_tower_gives_the_eager_maps_up_to_rounding(tiny_dir, params):
+    from pnp_ovss.backends import get_backend
+    from pnp_ovss.model import load_blip
+
+    eager_model, tok = load_blip(str(tiny_dir), image_size=160, device="cpu")
+    fused_model, _ = load_blip(str(tiny_dir), image_size=160, device="cpu")
+    said = get_backend("blip").use_fused_vision_attention(fused_model)
+    assert "self-attention layers of the vision tower use torch SDPA" in said
+    lists = [CLASS_LISTS[0], CLASS_LISTS[1], CLASS_LISTS[2]]
+    x = random_pixels(len(lists), 160, seed=7)
+    eager = gradcam_batch(eager_model, tok, x, lists, params)
+    fused = gradcam_batch(fused_model, tok, x, lists, params)
+    assert_same_results(fused, eager, "sdpa vs eager")
+    # the vision tower really changed: its attention returns no weights now
+    layer = fused_model.vision_model.encoder.layers[0].self_attn
+    out, weights = layer(torch.randn(1, 5, fused_model.config.vision_config.hidden_size))
+    assert weights is None and out.shape == (1, 5, fused_model.config.vision_config.hidden_size)
+
+
+def test_vision_attention_enters_the_hash_only_when_fused():
+    from pnp_ovss.config import normalise, plan_runs
+
+    def gradcam_table(**g):
+        _, table = plan_runs(normalise({"gradcam": g}))
+        return {h: p for h, p in table.items() if p["stage"] == "gradcam"}
+
+    default, eager, fused = gradcam_table(), gradcam_table(vision_attention="eager"), gradcam_table(vision_attention="sdpa")
+    assert default == eager and "vision_attention" not in next(iter(default.values()))
+    assert next(iter(fused.values()))["vision_attention"] == "sdpa" and set(fused) != set(default)

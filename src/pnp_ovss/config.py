@@ -291,6 +291,13 @@ def torch_threads_for_job(gradcam_cfg: dict, job_threads: int, cuda_available: b
     return None
 
 
+def _vision_attention(cfg: dict) -> dict:
+    """``vision_attention`` in a model stage's parameters only when it is not the default (eager), so every
+    earlier result keeps its hash; ``sdpa`` may change the last bits of the maps, so it is a new result."""
+    value = cfg["gradcam"].get("vision_attention", "eager")
+    return {} if value == "eager" else {"vision_attention": value}
+
+
 def gradcam_params(cfg: dict, combo: dict, labels_hash: str) -> dict:
     """The GradCAM stage's parameters: ``layer``/``head`` null → the backend's default; ``backend`` appears
     only when it is not BLIP, so every BLIP result keeps the hash it had before backends existed."""
@@ -310,6 +317,7 @@ def gradcam_params(cfg: dict, combo: dict, labels_hash: str) -> dict:
         "drop_patches": g["drop_patches"],
         "batch_size": g["batch_size"],
         "autocast": g["autocast"],
+        **_vision_attention(cfg),
         **{k: fixes[k] for k in GRADCAM_FIXES},
         **_optional_switches(fixes),
     }
@@ -338,6 +346,7 @@ def search_maps_params(cfg: dict, labels_hash: str) -> dict:
         "layers": s["layers"],
         "heads": s["heads"],
         "autocast": g["autocast"],
+        **_vision_attention(cfg),
         **{k: fixes[k] for k in ("normalize_ade", "mean_last_class", "keep_spaces")},
     }
 

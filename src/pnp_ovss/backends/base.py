@@ -146,6 +146,12 @@ class Backend(ABC):
         """A tiny randomly initialised checkpoint with its tokenizer (and image processor) files, loadable
         by :meth:`load` like the real one."""
 
+    def use_fused_vision_attention(self, model) -> str:
+        """Opt-in (``gradcam.vision_attention: sdpa``): let the vision tower's self-attention, whose weights
+        nothing reads, run through ``torch.nn.functional.scaled_dot_product_attention``. Returns what was done,
+        in words. The default does nothing (a backend whose vision tower is fused already says so)."""
+        return f"{self.name}: the vision tower is left as it is"
+
     def unknown_pieces(self, tokenizer, word: str) -> list[str] | None:
         """The pieces of ``word`` when some are the tokenizer's unknown token (None when all are known)."""
         unk = tokenizer.unk_token

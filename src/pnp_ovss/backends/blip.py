@@ -7,6 +7,7 @@ interface to them, so every output is what it was before the interface existed.
 
 from __future__ import annotations
 
+import types
 from pathlib import Path
 
 import torch
@@ -67,7 +68,25 @@ class BlipBackend(Backend):
             interpolate_pos_encoding=True,
         ).itm_score
 
+    def use_fused_vision_attention(self, model) -> str:
+        layers = model.vision_model.encoder.layers
+        for layer in layers:
+            layer.self_attn.forward = types.MethodType(_sdpa_self_attention, layer.self_attn)
+        return f"blip: the {len(layers)} self-attention layers of the vision tower use torch SDPA"
+
     def write_tiny(self, directory, seed: int = 0) -> Path:
         from ..model import write_tiny_model
 
         return write_tiny_model(directory, seed=seed)
+
+
+def _sdpa_self_attention(self, hidden_states: torch.Tensor, **kwargs):
+    """``BlipAttention.forward`` through ``scaled_dot_product_attention``: the same projections, the same
+    scale (head_dim ** -0.5, SDPA's default), no mask; dropout only in training (the model is frozen in eval).
+    The attention weights are not formed (None is returned in their place: nothing reads them)."""
+    bsz, tgt_len, embed_dim = hidden_states.size()
+    qkv = self.qkv(hidden_states).reshape(bsz, tgt_len, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+    context = torch.nn.functional.scaled_dot_product_attention(
+        qkv[0], qkv[1], qkv[2], dropout_p=self.dropout.p if self.training else 0.0, scale=self.scale)
+    context = context.permute(0, 2, 1, 3).reshape(bsz, tgt_len, self.embed_dim)
+    return self.projection(context), None

@@ -85,6 +85,10 @@ class BridgeTowerBackend(Backend):
 
     # -- loading -------------------------------------------------------------------------------------
 
+    def use_fused_vision_attention(self, model) -> str:
+        return ("bridgetower: the vision tower already runs fused attention (nn.MultiheadAttention without "
+                "weights); nothing to change")
+
     def load(self, model_id: str, image_size: int, device: str) -> LoadedModel:
         from transformers import AutoTokenizer, BridgeTowerConfig, BridgeTowerForImageAndTextRetrieval
 

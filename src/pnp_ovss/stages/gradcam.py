@@ -36,16 +36,22 @@ from ..vocab import caption_for
 
 
 @functools.lru_cache(maxsize=2)
-def cached_model(model_id: str, image_size: int, device: str, backend: str = "blip"):
-    """One model per process (a shard job loads it once): a :class:`pnp_ovss.backends.LoadedModel`."""
+def cached_model(model_id: str, image_size: int, device: str, backend: str = "blip", vision_attention: str = "eager"):
+    """One model per process (a shard job loads it once): a :class:`pnp_ovss.backends.LoadedModel`;
+    ``vision_attention="sdpa"``: the vision tower's self-attention fused (opt-in, results differ in the last bits)."""
     from ..backends import load_model
 
-    return load_model(backend, model_id, image_size, device)
+    loaded = load_model(backend, model_id, image_size, device)
+    if vision_attention == "sdpa":
+        logging.getLogger(__name__).info("%s", loaded.backend.use_fused_vision_attention(loaded.model))
+    return loaded
 
 
 def model_for(params: dict, device: str):
-    """The loaded model a stage's parameters name (``backend`` absent = BLIP, as before backends existed)."""
-    return cached_model(str(params["model"]), int(params["image_size"]), device, str(params.get("backend", "blip")))
+    """The loaded model a stage's parameters name (``backend`` absent = BLIP, as before backends existed;
+    ``vision_attention`` absent = eager)."""
+    return cached_model(str(params["model"]), int(params["image_size"]), device, str(params.get("backend", "blip")),
+                        str(params.get("vision_attention", "eager")))
 
 
 def images_to_compute(batch: list[str], done: set[str], batch_dependent: bool) -> list[str]:
