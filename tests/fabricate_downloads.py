@@ -76,7 +76,7 @@ def voc2012(root: Path, n: int, rng, sizes=SIZES) -> dict:
     val = known_ids("voc", n, [f"2007_{i:06d}" for i in range(n)])
     train = ["2007_000032"]
     palette = [v for i in range(256) for v in (i, 255 - i, (i * 7) % 256)]
-    members, files = {}, {}
+    members = {}
     base = "VOCdevkit/VOC2012"
     for k, image_id in enumerate(val + train):
         h, w = sizes[k % len(sizes)]
@@ -89,8 +89,7 @@ def voc2012(root: Path, n: int, rng, sizes=SIZES) -> dict:
     members[f"{base}/ImageSets/Segmentation/train.txt"] = ("\n".join(train) + "\n").encode()
     members[f"{base}/ImageSets/Segmentation/trainval.txt"] = ("\n".join(sorted(train + val)) + "\n").encode()
     _tar(root / "VOCtrainval_11-May-2012.tar", members)
-    files = {name: data for name, data in members.items()}
-    return {"val": val, "train": train, "members": files}
+    return {"val": val, "train": train, "members": members}
 
 
 #: a few PASCAL Context 459-label ids: aeroplane, person, sky, wall, wood (and one train-only: grass)

@@ -165,19 +165,24 @@ def default_palette(n: int = 256) -> np.ndarray:
     return pal
 
 
-def write_label_png(path: str | os.PathLike, labels: np.ndarray, palette: np.ndarray | None = None) -> None:
-    """Write a label map as an indexed-palette PNG (values must fit in 0..255), atomically."""
+def label_png_bytes(labels: np.ndarray, palette: np.ndarray | None = None, greyscale: bool = False) -> bytes:
+    """A label map (values 0..255) encoded as PNG: indexed with ``palette`` (default: the VOC colours), or
+    8-bit greyscale (``greyscale``, the mmseg train-id files)."""
     labels = np.asarray(labels)
     if labels.min(initial=0) < 0 or labels.max(initial=0) > 255:
-        raise ValueError("label values must be in 0..255 for a palette PNG")
-    im = Image.fromarray(labels.astype(np.uint8), mode="P")
-    pal = default_palette() if palette is None else np.asarray(palette, dtype=np.uint8)
-    im.putpalette(pal.reshape(-1).tolist())
-    import io as _io
-
-    buf = _io.BytesIO()
+        raise ValueError("label values must be in 0..255 for a label PNG")
+    im = Image.fromarray(labels.astype(np.uint8), mode="L" if greyscale else "P")
+    if not greyscale:
+        pal = default_palette() if palette is None else np.asarray(palette, dtype=np.uint8)
+        im.putpalette(pal.reshape(-1).tolist())
+    buf = _stdio.BytesIO()
     im.save(buf, format="PNG")
-    atomic_write_bytes(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def write_label_png(path: str | os.PathLike, labels: np.ndarray, palette: np.ndarray | None = None) -> None:
+    """Write a label map as an indexed-palette PNG (values must fit in 0..255), atomically."""
+    atomic_write_bytes(path, label_png_bytes(labels, palette))
 
 
 SKIPPED_COLUMNS = ("image_id", "stage", "reason")

@@ -19,7 +19,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from .. import _faults
-from ..io import atomic_write_bytes
+from ..io import atomic_write_bytes, label_png_bytes
 from . import ids
 from .plans import CONTEXT, COPY, OBJECT_81, STUFF_171, Plan, Step, Task
 from .sources import PrepareError, Source
@@ -46,12 +46,6 @@ class Report:
         return self.images / self.seconds if self.seconds > 0 else float("inf")
 
 
-def _png_bytes(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(arr.astype(np.uint8), mode="L").save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def _raw_map(data: bytes, where: str) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as im:
@@ -72,7 +66,7 @@ def _derive(transform: str, data: bytes | None, step: Step, where: str, result: 
         if odd:
             result.warnings.append(f"{where}: raw values {odd} belong to no COCO-Stuff class; written as 255 (ignored)")
         table = ids.stuff_train_id_table() if transform == STUFF_171 else ids.object_train_id_table()
-        return _png_bytes(ids.apply_table(raw, table))
+        return label_png_bytes(ids.apply_table(raw, table), greyscale=True)
     if transform == CONTEXT:
         annotations, h, w, label = step.payload
         try:
@@ -85,7 +79,7 @@ def _derive(transform: str, data: bytes | None, step: Step, where: str, result: 
                 f"{label}: category ids {unknown} are not among the 59 PASCAL Context classes; "
                 "expected the official trainval_merged.json"
             )
-        return _png_bytes(out)
+        return label_png_bytes(out, greyscale=True)
     raise ValueError(f"unknown transform {transform!r}")
 
 

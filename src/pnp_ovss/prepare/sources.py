@@ -79,7 +79,8 @@ class Source:
     download: Download
     path: Path
 
-    def names(self) -> set[str]:
+    def names(self):
+        """The member names (a set-like view: ``in`` is cheap)."""
         raise NotImplementedError
 
     def read(self, name: str) -> bytes:
@@ -152,7 +153,6 @@ class ZipSource(Source):
     def __init__(self, download: Download, path: Path):
         self.download, self.path = download, Path(path)
         self._zip = None
-        self._names: set[str] | None = None
         try:
             self._open()
         except (zipfile.BadZipFile, OSError, EOFError) as exc:
@@ -167,9 +167,9 @@ class ZipSource(Source):
             self._members = {_strip(i.filename): i for i in self._zip.infolist() if not i.is_dir()}
         return self._zip
 
-    def names(self) -> set[str]:
+    def names(self):
         self._open()
-        return set(self._members)
+        return self._members.keys()
 
     def read(self, name: str) -> bytes:
         zf = self._open()
@@ -181,7 +181,7 @@ class ZipSource(Source):
             raise PrepareError(f"{self.path}: member {name} is corrupt ({exc}); re-download the archive") from None
 
     def __getstate__(self):
-        return {"download": self.download, "path": self.path, "_zip": None, "_names": None}
+        return {"download": self.download, "path": self.path, "_zip": None}
 
 
 class TarSource(Source):
@@ -206,8 +206,8 @@ class TarSource(Source):
                 raise PrepareError(f"{self.path}: truncated (member {name} ends past the end of the file); re-download it")
         self.index = index
 
-    def names(self) -> set[str]:
-        return set(self.index)
+    def names(self):
+        return self.index.keys()
 
     def read(self, name: str) -> bytes:
         try:

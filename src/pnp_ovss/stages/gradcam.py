@@ -103,14 +103,12 @@ class BatchInputs:
     """One batch read and preprocessed, ready for the model: ``pixels`` [B', 3, S, S] of the images that have
     classes (``model_ids``, ``names``); images without a class already have their (empty) result."""
 
-    ids: list[str]
     labels: dict
     model_ids: list[str] = field(default_factory=list)
     names: list[list[str]] = field(default_factory=list)
     pixels: torch.Tensor | None = None
     results: dict[str, ImageGradcam] = field(default_factory=dict)
     skipped: dict[str, str] | None = None
-    seconds: float = 0.0
 
 
 def read_batch_inputs(dataset, ids: list[str], labels: dict, params: dict, loaded,
@@ -118,11 +116,10 @@ def read_batch_inputs(dataset, ids: list[str], labels: dict, params: dict, loade
     """Decode and preprocess the images ``ids`` (the CPU side of a batch; runs beside the model when
     prefetched). With ``skipped`` (a dict), an unreadable image is recorded there (id -> reason) and left out
     of the batch instead of stopping the shard (``on_error: skip``)."""
-    tic = time.perf_counter()
     size = int(params["image_size"])
     grid = size // loaded.patch_size
     released_ade = uses_released_ade_input(getattr(dataset, "unnormalised_input", False), params)
-    inputs = BatchInputs(list(ids), labels, skipped=skipped)
+    inputs = BatchInputs(labels, skipped=skipped)
     pixels = []
     for image_id in ids:
         _, class_names = image_labels(labels, image_id)
@@ -141,7 +138,6 @@ def read_batch_inputs(dataset, ids: list[str], labels: dict, params: dict, loade
         pixels.append(loaded.preprocess(image, size, released_ade))
     if pixels:
         inputs.pixels = torch.stack(pixels)
-    inputs.seconds = time.perf_counter() - tic
     return inputs
 
 
