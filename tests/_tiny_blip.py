@@ -48,6 +48,13 @@ class FakeDataset:
             w, h = im.size
         return h, w
 
+    working_size = image_size
+
+    def read_image(self, image_id: str):
+        from pnp_ovss.io import read_image
+
+        return read_image(self.image_path(image_id))
+
 
 def write_images(root: Path, ids: list[str], seed: int = 0) -> None:
     """Random RGB images of varied sizes (smooth blobs, so resizing matters)."""

@@ -26,6 +26,7 @@ from .ordering import batches_of
 
 MISSING = "missing"
 DIGEST_CACHE_NAME = ".digests.json"
+HEADER_CACHE_NAME = ".headers.json"
 
 
 def key_of(*parts) -> str:
@@ -91,6 +92,51 @@ class DigestCache:
                 atomic_write_json(self.path, self.entries)
             except OSError:
                 pass  # a read-only results folder: digests are recomputed next time
+            self.dirty = False
+
+
+class HeaderCache:
+    """Image headers (:class:`pnp_ovss.io.ImageHeader`), remembered by (absolute path, size, mtime_ns) in a
+    JSON file, so a rerun's parse opens only new or changed images."""
+
+    def __init__(self, path: str | os.PathLike | None = None):
+        self.path = Path(path) if path is not None else None
+        self.entries: dict[str, list] = {}
+        self.dirty = False
+        if self.path is not None and self.path.is_file():
+            try:
+                data = json.loads(self.path.read_text(encoding="utf-8"))
+                self.entries = {k: v for k, v in data.items() if isinstance(v, list) and len(v) == 3} \
+                    if isinstance(data, dict) else {}
+            except (OSError, ValueError):
+                self.entries = {}
+
+    def header(self, path: str | os.PathLike):
+        from .io import ImageHeader, read_header
+
+        p = Path(path)
+        try:
+            st = p.stat()
+        except OSError:
+            return read_header(p)  # the DatasetError naming the file
+        name = str(p.resolve())
+        entry = self.entries.get(name)
+        if entry and entry[0] == st.st_size and entry[1] == st.st_mtime_ns and isinstance(entry[2], dict):
+            try:
+                return ImageHeader(**entry[2])
+            except TypeError:
+                pass
+        header = read_header(p)
+        self.entries[name] = [st.st_size, st.st_mtime_ns, dict(header.__dict__)]
+        self.dirty = True
+        return header
+
+    def save(self) -> None:
+        if self.dirty and self.path is not None:
+            try:
+                atomic_write_json(self.path, self.entries)
+            except OSError:
+                pass
             self.dirty = False
 
 

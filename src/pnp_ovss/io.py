@@ -8,10 +8,11 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Iterable
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import DatasetError
 
@@ -103,22 +104,180 @@ def read_json(path: str | os.PathLike):
         raise DatasetError(f"{path}: not valid JSON ({exc})") from None
 
 
-def read_rgb(path: str | os.PathLike) -> np.ndarray:
-    """Read an image as uint8 RGB [H, W, 3]; a missing, unreadable or truncated file is a DatasetError."""
+@dataclass(frozen=True)
+class ImageReading:
+    """How an image file becomes the 8-bit RGB picture every stage sees (one reader for all of them).
+
+    ``exif_orientation``: turn the pixels as the file's EXIF Orientation tag says (how people see the photo;
+    the default for ``dataset: folder`` and ``pnp-ovss segment``), or keep them as stored (the benchmarks:
+    their annotations are aligned to the stored pixels). ``max_pixels``: the largest image processed at its
+    own resolution (0 = no limit); a larger one is refused (``oversize: refuse``) or processed at a capped
+    resolution, its mask resized back (``oversize: downscale``)."""
+
+    exif_orientation: bool = False
+    max_pixels: int = 0
+    oversize: str = "refuse"
+
+
+#: the pixels as stored, no size limit (the released reading)
+STORED = ImageReading()
+
+#: EXIF orientations that swap width and height (5..8: transposed, rotated 90 or 270 degrees)
+_SWAPPING = (5, 6, 7, 8)
+#: 8-bit modes that PIL converts to RGB without losing range
+_EIGHT_BIT = ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image file's header says (read without decoding the pixels)."""
+
+    width: int
+    height: int
+    mode: str
+    format: str
+    frames: int = 1
+    orientation: int = 1
+
+    def displayed(self, reading: ImageReading) -> tuple[int, int]:
+        """(H, W) after the reading's orientation, before any size cap."""
+        if reading.exif_orientation and self.orientation in _SWAPPING:
+            return self.width, self.height
+        return self.height, self.width
+
+    def working(self, reading: ImageReading) -> tuple[int, int]:
+        """(H, W) the stages compute at: the displayed size, capped to ``max_pixels`` when downscaling."""
+        h, w = self.displayed(reading)
+        if reading.max_pixels and h * w > reading.max_pixels and reading.oversize == "downscale":
+            return capped_size(h, w, reading.max_pixels)
+        return h, w
+
+
+def capped_size(h: int, w: int, max_pixels: int) -> tuple[int, int]:
+    """The largest (H, W) of the same aspect ratio with at most ``max_pixels`` pixels."""
+    scale = (max_pixels / float(h * w)) ** 0.5
+    nh, nw = max(1, int(h * scale)), max(1, int(w * scale))
+    while nh * nw > max_pixels:
+        nh, nw = (nh - 1, nw) if nh >= nw else (nh, nw - 1)
+    return nh, nw
+
+
+def _orientation(im: Image.Image) -> int:
+    try:
+        value = int(im.getexif().get(0x0112, 1) or 1)
+    except Exception:  # noqa: BLE001 - a damaged EXIF block: the pixels as stored
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
+def read_header(path: str | os.PathLike) -> ImageHeader:
+    """The header of an image file; a missing file, or one PIL cannot open, is a DatasetError naming it."""
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: image not found")
     try:
         with Image.open(path) as im:
+            return ImageHeader(int(im.width), int(im.height), str(im.mode), str(im.format or ""),
+                               int(getattr(im, "n_frames", 1) or 1), _orientation(im))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DatasetError(f"{path}: not an image this tool can read ({exc}); convert it to PNG or JPEG") from None
+
+
+def reading_tag(header: ImageHeader, reading: ImageReading) -> str | None:
+    """What the reader does to this file beyond the released ``convert("RGB")`` of the stored pixels (an
+    orientation turn, a bit-depth scaling, a size cap), or None when it does nothing else. It enters the
+    image's keys only when not None, so an ordinary image keeps its keys."""
+    parts = []
+    if reading.exif_orientation and header.orientation != 1:
+        parts.append(f"exif-orientation={header.orientation}")
+    if header.mode not in _EIGHT_BIT:
+        parts.append(f"scaled-from={header.mode}")
+    h, w = header.displayed(reading)
+    if header.working(reading) != (h, w):
+        parts.append("capped={}x{}".format(*header.working(reading)[::-1]))
+    return ",".join(parts) or None
+
+
+def oversize_problem(path, header: ImageHeader, reading: ImageReading) -> str | None:
+    """Why an image is refused for its size (``oversize: refuse``), or None."""
+    h, w = header.displayed(reading)
+    if reading.max_pixels and h * w > reading.max_pixels and reading.oversize != "downscale":
+        return (f"{path}: image is {w}x{h} ({h * w / 1e6:.1f} MP), above reading.max_pixels "
+                f"{reading.max_pixels} ({reading.max_pixels / 1e6:.1f} MP); raise reading.max_pixels if the "
+                f"machine has the memory, or set reading.oversize: downscale to process it at "
+                f"{reading.max_pixels / 1e6:.1f} MP with the mask resized back")
+    return None
+
+
+def to_rgb8(im: Image.Image) -> np.ndarray:
+    """An image of any PIL mode as uint8 RGB [H, W, 3]; high bit depths are scaled by their type's range
+    (16-bit: 0..65535; ``I``: 0..65535 when its values fit, else 0..2^32-1; ``F``: 0..1, or 0..255 /
+    0..65535 when the values are larger), never clipped."""
+    if im.mode in _EIGHT_BIT:
+        return np.asarray(im.convert("RGB"))
+    a = np.asarray(im)
+    if a.ndim == 3:
+        a = a[..., :3]
+    a = a.astype(np.float64)
+    if im.mode.startswith("I;16"):
+        top = 65535.0
+    elif im.mode.startswith("I"):
+        top = 65535.0 if a.min(initial=0) >= 0 and a.max(initial=0) <= 65535 else 4294967295.0
+        if top > 65535:
+            a = a - np.iinfo(np.int32).min if a.min(initial=0) < 0 else a
+    elif im.mode.startswith("F"):
+        peak = float(np.nanmax(a)) if a.size else 0.0
+        top = next(t for t in (1.0, 255.0, 65535.0, max(peak, 1.0)) if peak <= t)
+        a = np.nan_to_num(a - min(0.0, float(np.nanmin(a)) if a.size else 0.0))
+    else:
+        return np.asarray(im.convert("RGB"))
+    grey = np.rint(np.clip(a / top, 0.0, 1.0) * 255.0).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=2) if grey.ndim == 2 else grey
+
+
+def read_image(path: str | os.PathLike, reading: ImageReading = STORED) -> np.ndarray:
+    """An image as every stage sees it, uint8 RGB [H, W, 3]: the first frame, turned by its EXIF orientation
+    when the reading says so, high bit depths scaled to 8 bits, capped to ``max_pixels`` when downscaling.
+    A missing, unreadable or truncated file is a DatasetError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: image not found")
+    try:
+        with Image.open(path) as im:
+            im.seek(0)
             im.load()
-            return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise DatasetError(f"{path}: unreadable or truncated image ({exc})") from None
+            if reading.exif_orientation:
+                im = ImageOps.exif_transpose(im)
+            rgb = to_rgb8(im)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DatasetError(f"{path}: unreadable or truncated image ({exc}); replace the file, or use "
+                           f"on_error: skip to go on without it") from None
+    h, w = rgb.shape[:2]
+    if reading.max_pixels and h * w > reading.max_pixels:
+        if reading.oversize != "downscale":
+            raise DatasetError(oversize_problem(path, ImageHeader(w, h, "RGB", ""), ImageReading(False,
+                               reading.max_pixels, reading.oversize)))
+        nh, nw = capped_size(h, w, reading.max_pixels)
+        rgb = np.asarray(Image.fromarray(rgb).resize((nw, nh), Image.BICUBIC))
+    return rgb
 
 
-def open_rgb(path: str | os.PathLike) -> Image.Image:
-    """Open an image as a PIL RGB image with the same error handling as :func:`read_rgb`."""
-    return Image.fromarray(read_rgb(path))
+def read_rgb(path: str | os.PathLike, reading: ImageReading = STORED) -> np.ndarray:
+    """uint8 RGB [H, W, 3] of an image file (:func:`read_image`)."""
+    return read_image(path, reading)
+
+
+def open_rgb(path: str | os.PathLike, reading: ImageReading = STORED) -> Image.Image:
+    """An image file as a PIL RGB image, read by :func:`read_image`."""
+    return Image.fromarray(read_image(path, reading))
+
+
+def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A label map resized to (H, W) by nearest neighbour (a capped image's mask back to the photo's size)."""
+    if tuple(labels.shape[:2]) == tuple(size):
+        return labels
+    im = Image.fromarray(np.asarray(labels, dtype=np.uint8), mode="L").resize((size[1], size[0]), Image.NEAREST)
+    return np.asarray(im)
 
 
 def read_label_png(path: str | os.PathLike) -> np.ndarray:
@@ -138,17 +297,9 @@ def read_label_png(path: str | os.PathLike) -> np.ndarray:
         raise DatasetError(f"{path}: unreadable or truncated annotation ({exc})") from None
 
 
-def image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """(H, W) of an image file without decoding it."""
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"{path}: image not found")
-    try:
-        with Image.open(path) as im:
-            w, h = im.size
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DatasetError(f"{path}: unreadable image ({exc})") from None
-    return h, w
+def image_size(path: str | os.PathLike, reading: ImageReading = STORED) -> tuple[int, int]:
+    """(H, W) of an image file as :func:`read_image` gives it before any cap, from its header."""
+    return read_header(path).displayed(reading)
 
 
 def default_palette(n: int = 256) -> np.ndarray:

@@ -16,7 +16,7 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
 from .errors import DatasetError
-from .io import atomic_write_bytes, read_label_png, read_rgb
+from .io import atomic_write_bytes, read_label_png
 from .layout import CHART_PNG, OVERLAYS_DIR
 
 log = logging.getLogger(__name__)
@@ -318,7 +318,7 @@ def write_overlay_samples(
     written = []
     for image_id in sample_ids(image_ids, masks, samples):
         pred = read_label_png(masks[image_id])
-        image = read_rgb(dataset.crf_image_path(image_id))
+        image = dataset.read_crf_image(image_id)
         if image.shape[:2] != pred.shape:
             log.warning("%s: image %s and mask %s differ in size; not shown", image_id, image.shape[:2], pred.shape)
             continue

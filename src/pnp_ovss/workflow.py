@@ -15,9 +15,12 @@ import yaml
 from .cache import STAGE_FOLDER, is_done, listing, names_in, write_manifest
 from .config import SWEEPABLE, Run, flat_run_parameters, normalise, plan_runs, resolve_fixes, resolved_label_source
 from .datasets import Dataset, get_dataset
+from .datasets.base import scan_images
 from .identity import (
     DIGEST_CACHE_NAME,
+    HEADER_CACHE_NAME,
     DigestCache,
+    HeaderCache,
     annotation_files,
     files_digest,
     gradcam_keys,
@@ -65,6 +68,7 @@ class Plan:
     views: dict[str, str] = field(default_factory=dict)  # refine hash -> masks view folder name
     eval_sets: dict[str, str] = field(default_factory=dict)  # evaluate hash -> result folder name
     search: "SearchPlan | None" = None
+    notes: list[str] = field(default_factory=list)  # what the parse says about the images (not used, first frames)
 
     @property
     def evaluates(self) -> bool:
@@ -226,11 +230,13 @@ def _labels_extra(cfg: dict, dataset: Dataset, digests: DigestCache) -> tuple:
     return (vocab, answers)
 
 
-def _stage_keys(plan: Plan, digests: DigestCache) -> dict[str, dict[str, str]]:
-    """Per stage folder hash: each image's key at that stage (identity.py)."""
+def _stage_keys(plan: Plan, digests: DigestCache, tags: dict[str, str | None]) -> dict[str, dict[str, str]]:
+    """Per stage folder hash: each image's key at that stage (identity.py). ``tags``: what the image reader
+    does to an image beyond the released reading (io.reading_tag), part of its identity only when not None."""
     cfg, dataset, ids = plan.cfg, plan.dataset, plan.image_ids
     image_path = {i: _path_or_none(dataset.image_path, i) for i in ids}
     image_digest = {i: digests.digest(image_path[i]) for i in ids}
+    image_digest = {i: d if tags.get(i) is None else [d, tags[i]] for i, d in image_digest.items()}
     crf_digest = {}
     for i in ids:
         crf = _path_or_none(dataset.crf_image_path, i)
@@ -341,8 +347,12 @@ def make_plan(raw_config: dict) -> Plan:
     runs, table = plan_runs(cfg)
     out = str(Path(cfg["results"]) / cfg["dataset"])
     plan = Plan(cfg, dataset, ids, shards, runs, table, out)
+    headers = HeaderCache(Path(out) / HEADER_CACHE_NAME)
+    scan = scan_images(dataset, ids, headers)
+    headers.save()
+    plan.notes = scan.notes
     digests = DigestCache(Path(out) / DIGEST_CACHE_NAME)
-    keys = _stage_keys(plan, digests)
+    keys = _stage_keys(plan, digests, scan.tags)
     digests.save()
     _plan_jobs(plan, keys)
     _plan_search(plan, keys)

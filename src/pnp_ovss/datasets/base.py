@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..io import default_palette, image_size, read_label_png
+from ..io import (
+    STORED, ImageHeader, ImageReading, default_palette, oversize_problem, read_header, read_image, read_label_png,
+    reading_tag,
+)
 from ..vocab import Vocabulary
 from ..errors import DatasetError
 
@@ -25,10 +29,15 @@ class Dataset(ABC):
     name: str = ""
     #: True for ADE20K: the released code feeds it unnormalised, bilinear-resized (§3, §10.1)
     unnormalised_input: bool = False
+    #: whether images are turned by their EXIF orientation unless ``reading.exif_orientation`` says otherwise
+    #: (the benchmarks: no, their annotations follow the stored pixels; the user's own photos: yes)
+    exif_by_default: bool = False
 
     def __init__(self, root: Path, vocabulary: Vocabulary):
         self.root = Path(root)
         self.vocabulary = vocabulary
+        self.reading: ImageReading = STORED
+        self._headers: dict[Path, ImageHeader] = {}
 
     @classmethod
     def from_config(cls, cfg: dict) -> "Dataset":
@@ -62,8 +71,28 @@ class Dataset(ABC):
         """The image used as the CRF's colour reference (the released code uses the same file except PSC)."""
         return self.image_path(image_id)
 
+    # --- reading images (one reader for every stage: pnp_ovss.io.read_image) --------------------------
+    def header(self, path: Path) -> ImageHeader:
+        path = Path(path)
+        if path not in self._headers:
+            self._headers[path] = read_header(path)
+        return self._headers[path]
+
+    def read_image(self, image_id: str):
+        """The image given to the model, uint8 RGB [H, W, 3] at its working size."""
+        return read_image(self.image_path(image_id), self.reading)
+
+    def read_crf_image(self, image_id: str):
+        """The CRF's colour reference (and the overlays' picture), read like :meth:`read_image`."""
+        return read_image(self.crf_image_path(image_id), self.reading)
+
     def image_size(self, image_id: str) -> tuple[int, int]:
-        return image_size(self.image_path(image_id))
+        """(H, W) of the image as people see it (the mask's size), from its header."""
+        return self.header(self.image_path(image_id)).displayed(self.reading)
+
+    def working_size(self, image_id: str) -> tuple[int, int]:
+        """(H, W) the stages compute at: :meth:`image_size`, capped when ``reading.oversize: downscale``."""
+        return self.header(self.crf_image_path(image_id)).working(self.reading)
 
     def gpt4o_key(self, image_id: str) -> str:
         """Key of this image in the authors' GPT-4o answer files."""
@@ -110,6 +139,57 @@ class Dataset(ABC):
                 f"{ann_path}: annotation is {shape[1]}x{shape[0]} (WxH) but its image "
                 f"{self.image_path(image_id)} is {w}x{h}; expected the same size"
             )
+
+
+@dataclass
+class ImageScan:
+    """What the headers of a run's images say, read once at parse time (no decoding): per image, what the
+    reader does beyond the released reading (its key tag, :func:`pnp_ovss.io.reading_tag`), and notes."""
+
+    tags: dict[str, str | None] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def scan_images(dataset: Dataset, image_ids: list[str], headers=None) -> ImageScan:
+    """Read the header of every image (``headers``: a memo with ``header(path)``, e.g. :class:`pnp_ovss.identity.HeaderCache`, or None) and refuse, in one
+    DatasetError naming each file, what cannot be used: a file PIL cannot open, an image above
+    ``reading.max_pixels`` (unless ``reading.oversize: downscale``). Multi-frame files are noted (first frame
+    used), and so are the files of a folder that are not images."""
+    scan = ImageScan()
+    problems, multi = [], []
+    reading = dataset.reading
+    for image_id in image_ids:
+        paths = [Path(dataset.image_path(image_id))]
+        crf = Path(dataset.crf_image_path(image_id))
+        if crf != paths[0]:
+            paths.append(crf)
+        tags = []
+        for path in paths:
+            try:
+                header = headers.header(path) if headers is not None else dataset.header(path)
+            except DatasetError as exc:
+                problems.append(str(exc))
+                continue
+            dataset._headers[path] = header
+            problem = oversize_problem(path, header, reading)
+            if problem:
+                problems.append(problem)
+            if header.frames > 1:
+                multi.append(f"{path.name} ({header.frames} frames)")
+            tags.append(reading_tag(header, reading))
+        scan.tags[image_id] = None if not any(tags) else "|".join(t or "" for t in tags)
+    if problems:
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise DatasetError(f"{len(problems)} image(s) cannot be used: " + "; ".join(problems[:5]) + more)
+    if multi:
+        scan.notes.append(f"the first frame is used of {len(multi)} multi-frame file(s): " + ", ".join(multi[:5])
+                          + (" ..." if len(multi) > 5 else ""))
+    not_used = getattr(dataset, "not_used", [])
+    if not_used:
+        listed = ", ".join(f"{name} ({why})" for name, why in not_used[:8])
+        scan.notes.append(f"{len(not_used)} file(s) in {dataset.root} not used: {listed}"
+                          + (" ..." if len(not_used) > 8 else ""))
+    return scan
 
 
 def _require(path: Path, exists, what: str, hint: str) -> Path:

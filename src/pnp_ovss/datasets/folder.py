@@ -14,11 +14,37 @@ from .base import Dataset, require_dir
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
+def readable_suffixes() -> frozenset[str]:
+    """File name endings of every format PIL can open here (``.gif``, ``.ppm``, ``.jp2``, ... beside ours)."""
+    from PIL import Image
+
+    Image.init()
+    return frozenset(ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN)
+
+
+def split_image_files(folder: Path) -> tuple[list[Path], list[tuple[str, str]]]:
+    """The files of ``folder`` that are images (by a name ending PIL opens), and every other entry with the
+    reason it is not used (hidden files and sub-folders too: nothing is left out without a word)."""
+    suffixes = readable_suffixes()
+    used, not_used = [], []
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith("."):
+            not_used.append((p.name, "hidden"))
+        elif p.is_dir():
+            not_used.append((p.name, "a folder (images are read from the top level only)"))
+        elif p.suffix.lower() not in suffixes:
+            not_used.append((p.name, "not an image format PIL reads"))
+        else:
+            used.append(p)
+    return used, not_used
+
+
 class Folder(Dataset):
     """Images in ``images/``; optional ground truth ``annotations/<stem>.png`` (0 = background,
     1..K = the classes in the given order, 255 = ignore)."""
 
     name = "folder"
+    exif_by_default = True  # the user's own photos: as people see them
 
     @classmethod
     def from_config(cls, cfg: dict) -> "Folder":
@@ -36,13 +62,15 @@ class Folder(Dataset):
         if self.annotations is not None:
             require_dir(self.annotations, "annotation folder", "label PNGs named like the images")
         self._paths = {}
-        for p in sorted(self.root.iterdir()):
-            if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."):
-                if p.stem in self._paths:
-                    raise DatasetError(f"{p}: two images share the name {p.stem!r}")
-                self._paths[p.stem] = p
+        files, self.not_used = split_image_files(self.root)
+        for p in files:
+            if p.stem in self._paths:
+                raise DatasetError(f"{p}: two images share the name {p.stem!r} ({self._paths[p.stem].name}); "
+                                   f"rename one of them")
+            self._paths[p.stem] = p
         if not self._paths:
-            raise DatasetError(f"{self.root}: no images ({', '.join(IMAGE_SUFFIXES)}) found")
+            raise DatasetError(f"{self.root}: no images found (any format PIL reads: "
+                               f"{', '.join(IMAGE_SUFFIXES)}, .gif, ...)")
 
     def image_ids(self) -> list[str]:
         return list(self._paths)
@@ -100,6 +128,7 @@ class Files(Folder):
     def __init__(self, paths: list[Path], vocabulary: Vocabulary):
         Dataset.__init__(self, Path("."), vocabulary)
         self.annotations = None
+        self.not_used = []
         self._paths = {}
         for p in map(Path, paths):
             if not p.is_file():

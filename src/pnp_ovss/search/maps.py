@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from ..gradcam import class_maps, model_device, uses_released_ade_input
-from ..io import open_rgb
+from PIL import Image
 from ..ordering import batches_of
 from ..store import ImageMaps
 
@@ -101,7 +101,7 @@ def run_search_maps_job(
                     if not class_names:
                         continue  # no class: nothing to score, stored below with K = 0
                     try:
-                        image = open_rgb(dataset.image_path(image_id))
+                        image = Image.fromarray(dataset.read_image(image_id))
                     except Exception as exc:  # noqa: BLE001 - reported per image
                         if on_error != "skip":
                             raise

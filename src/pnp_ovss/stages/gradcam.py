@@ -22,13 +22,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm import tqdm
 
 from ..errors import DatasetError, LabelError
 from .._faults import after_image
 from ..io import atomic_write_text, publish, skipped_csv_text
 from ..gradcam import ImageGradcam, uses_released_ade_input
-from ..io import open_rgb
 from ..ordering import batches_of
 from ..store import ImageMaps, completed_ids, mark_complete, open_store, write_image_maps
 from ..layout import SKIPPED_CSV, STORE_NAME
@@ -82,7 +82,7 @@ def empty_result(params: dict, grid: int) -> ImageGradcam:
 
 
 def image_attrs(dataset, image_id: str, class_ids, names, result: ImageGradcam, params: dict, loaded) -> dict:
-    h, w = dataset.image_size(image_id)
+    h, w = dataset.working_size(image_id)  # the size the CRF image is read at (the maps' target)
     return {
         "class_ids": [int(i) for i in class_ids],
         "class_names": list(names),
@@ -127,7 +127,7 @@ def read_batch_inputs(dataset, ids: list[str], labels: dict, params: dict, loade
             inputs.results[image_id] = empty_result(params, grid)
             continue
         try:
-            image = open_rgb(dataset.image_path(image_id))
+            image = Image.fromarray(dataset.read_image(image_id))
         except DatasetError as exc:
             if skipped is None:
                 raise

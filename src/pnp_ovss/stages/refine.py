@@ -18,7 +18,7 @@ from tqdm import tqdm
 from ..errors import DatasetError, PnpOvssError
 from .._faults import after_image
 from ..layout import PARAMETERS_CSV, SKIPPED_CSV
-from ..io import atomic_write_text, publish, read_rgb, skipped_csv_text, write_label_png
+from ..io import atomic_write_text, publish, resize_labels, skipped_csv_text, write_label_png
 from ..refine import check_refine_params, refine_image
 from ..store import completed_ids, open_store, read_image_maps
 
@@ -43,9 +43,10 @@ def refine_one(dataset, group, image_id: str, params: dict):
     """Label map (uint8 [H, W], dataset ids) of one image whose maps are complete in ``group``."""
     item = read_image_maps(group, image_id)
     image_path = Path(dataset.crf_image_path(image_id))
-    image = read_rgb(image_path)
+    image = dataset.read_crf_image(image_id)
     check_image_matches_maps(image_path, image.shape, item.orig_size)
-    return refine_image(item.maps, image, item.class_ids, params, dataset.background_rule)
+    labels = refine_image(item.maps, image, item.class_ids, params, dataset.background_rule)
+    return resize_labels(labels, dataset.image_size(image_id))  # a capped image's mask at the photo's size
 
 
 def _attach_log(log_target) -> tuple[logging.Handler, list[int]] | None:
