@@ -110,14 +110,49 @@ def load_vocabulary(dataset: str) -> Vocabulary:
     return parse_class_lines(ref.read_text(encoding="utf-8"), str(ref))
 
 
+def is_class_list_text(text: str) -> bool:
+    """A comma or a line break makes a class string a list, whatever its length; only a single name can be a file."""
+    return "," in text or "\n" in text
+
+
+def existing_file(text: str) -> Path | None:
+    """``text`` as the path of an existing file, else None — also for a string no file system takes as a name
+    (longer than a file name may be, or holding NUL), which is then simply not a file."""
+    try:
+        path = Path(text).expanduser()
+        return path if path.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
+def class_spec_file(spec) -> Path | None:
+    """The file a class spec names: a single name (no comma, no line break) that is an existing file."""
+    if not isinstance(spec, str) or is_class_list_text(spec):
+        return None
+    return existing_file(spec)
+
+
+def duplicate_names(names: list[str]) -> list[str]:
+    seen, dups = set(), []
+    for name in names:
+        if name in seen and name not in dups:
+            dups.append(name)
+        seen.add(name)
+    return dups
+
+
 def vocabulary_from_spec(spec) -> Vocabulary:
-    """User classes: a list, a comma-separated string, or a path to a one-class-per-line file."""
+    """User classes: a list, a comma-separated string (one line), lines of names (``id<TAB>name`` allowed, as
+    in a file), or a path to a one-class-per-line file. Which it is follows from the syntax, never from asking
+    the file system about a list."""
     if spec is None:
         raise ConfigError("the folder dataset needs 'classes' (a list, 'cat,sofa,lamp', or a file with one class per line)")
     if isinstance(spec, (list, tuple)):
         names = [str(s).strip() for s in spec]
-    elif isinstance(spec, str) and Path(spec).is_file():
-        return parse_class_lines(Path(spec).read_text(encoding="utf-8"), spec)
+    elif class_spec_file(spec) is not None:
+        return parse_class_lines(class_spec_file(spec).read_text(encoding="utf-8"), spec)
+    elif isinstance(spec, str) and "\n" in spec:
+        return parse_class_lines(spec, "classes")
     elif isinstance(spec, str):
         names = [s.strip() for s in spec.split(",")]
     else:
@@ -130,6 +165,10 @@ def vocabulary_from_spec(spec) -> Vocabulary:
         )
     if not names or len(empty) == len(names):
         raise ConfigError("classes: no class names given")
-    if len(set(names)) != len(names):
-        raise ConfigError(f"classes: duplicate names in {names}")
+    dups = duplicate_names(names)
+    if dups:
+        raise ConfigError(
+            f"classes: {', '.join(repr(d) for d in dups[:5])} given more than once (of {len(names)} names); "
+            "give each class once"
+        )
     return Vocabulary.from_names(names)

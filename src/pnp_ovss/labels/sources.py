@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ..descriptors import DESCRIPTORS
 from ..errors import LabelError
-from ..vocab import Vocabulary
+from ..vocab import Vocabulary, class_spec_file
 from .parser import ParsedAnswer, no_answer, parse_answer, resolve_no_fallback
 
 LOG = logging.getLogger(__name__)
@@ -215,9 +215,11 @@ def class_names_of(classes) -> list[str] | None:
         return None
     if isinstance(classes, (list, tuple)):
         names = [str(c).strip() for c in classes]
-    elif isinstance(classes, str) and Path(classes).is_file():
-        lines = Path(classes).read_text(encoding="utf-8").splitlines()
-        names = [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
+    elif isinstance(classes, str) and (class_spec_file(classes) is not None or "\n" in classes):
+        # a file, or lines of names (a list decided by its syntax: no file system call on a list)
+        file = class_spec_file(classes)
+        text = file.read_text(encoding="utf-8") if file is not None else classes
+        names = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
     elif isinstance(classes, str):
         names = [c.strip() for c in classes.split(",")]
     else:
