@@ -55,7 +55,7 @@ def searched(tmp_path_factory, tiny_model, tiny_clip):
     return wf, args
 
 
-def test_search_writes_rewards_best_setting_figures_and_summary(searched):
+def test_search_writes_rewards_best_setting_figures_and_summary(searched, tiny_model):
     wf, _ = searched
     out = search_dir(wf)
     rewards = pd.read_csv(out / "rewards.csv")
@@ -64,7 +64,7 @@ def test_search_writes_rewards_best_setting_figures_and_summary(searched):
     assert rewards["reward"].between(0, 4 * 6).all()
     best = yaml.safe_load((out / "best.yaml").read_text())
     top = rewards.loc[rewards["reward"].idxmax()]
-    assert best == {"gradcam": {"backend": "blip", "layer": int(top["layer"]), "head": int(top["head"])},
+    assert best == {"gradcam": {"backend": "blip", "model": str(tiny_model), "layer": int(top["layer"]), "head": int(top["head"])},
                     "refine": {"threshold": float(top["threshold"])}}
     for fig in ("reward_heatmap.png", "reward_vs_threshold.png"):
         assert (out / fig).stat().st_size > 1000

@@ -12,7 +12,7 @@ log = stage_logger(sm.log[0], "search")
 set_model_job_threads(sm.config["gradcam"], sm.threads, log)
 cfg = sm.config
 out_dir = Path(sm.output.rewards).parent
-params = dict(sm.params.stage, backend=sm.params.maps_params["backend"])
+params = dict(sm.params.stage, backend=sm.params.maps_params["backend"], model=sm.params.maps_params["model"])
 check_search_refine(params["refine"])
 write_params_yaml(out_dir, params)
 dataset = get_dataset(cfg)

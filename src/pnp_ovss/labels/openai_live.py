@@ -262,9 +262,14 @@ def estimated_cost(model: str, usage: Usage) -> float | None:
     return (usage.prompt_tokens * prices[0] + usage.completion_tokens * prices[1]) / 1e6
 
 
-def api_error_to_label_error(exc: Exception, image_id: str, key: str | None) -> LabelError:
-    """A clear, key-free message for an error the openai client raised after its retries."""
+def api_error_to_label_error(
+    exc: Exception, image_id: str, key: str | None, base_url: str | None = None
+) -> LabelError:
+    """A clear, key-free message for an error the openai client raised after its retries; a connection error
+    names the URL it tried (the client's base URL: ``OPENAI_BASE_URL`` or the OpenAI default)."""
     import openai
+
+    where = f" at {str(base_url).rstrip('/')}" if base_url else ""
 
     if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError)):
         return LabelError(
@@ -273,11 +278,14 @@ def api_error_to_label_error(exc: Exception, image_id: str, key: str | None) -> 
         )
     if isinstance(exc, openai.APITimeoutError):
         return LabelError(
-            f"image {image_id}: the OpenAI API did not answer within labels.timeout, even after "
+            f"image {image_id}: the OpenAI API{where} did not answer within labels.timeout, even after "
             f"labels.max_retries retries"
         )
     if isinstance(exc, openai.APIConnectionError):
-        return LabelError(f"image {image_id}: cannot reach the OpenAI API ({redact(str(exc), key)})")
+        return LabelError(
+            f"image {image_id}: cannot reach the OpenAI API{where} ({redact(str(exc), key)}); check the network, "
+            f"or {BASE_URL_ENV} for another compatible server"
+        )
     if isinstance(exc, openai.APIStatusError):
         return LabelError(
             f"image {image_id}: the OpenAI API answered HTTP {exc.status_code} "
@@ -371,7 +379,8 @@ def ask_one(client, settings: LiveSettings, prompt: str, image_path, image_id: s
     try:
         response = client.chat.completions.create(**kwargs)
     except openai.OpenAIError as exc:
-        raise api_error_to_label_error(exc, image_id, getattr(client, "api_key", None)) from None
+        key, url = getattr(client, "api_key", None), getattr(client, "base_url", None)
+        raise api_error_to_label_error(exc, image_id, key, url) from None
     except ValueError as exc:  # a 200 whose body is not JSON
         raise LabelError(
             f"image {image_id}: the API answered with a body that is not a chat completion ({type(exc).__name__})"

@@ -232,8 +232,10 @@ def write_outputs(table: pd.DataFrame, params: dict, out_dir: Path, dataset, wan
             "best_miou": float(table["mIoU"].max()),
         })
     atomic_write_text(out_dir / SUMMARY_CSV, pd.DataFrame([summary]).to_csv(index=False))
+    # the searched backend and model travel with the setting: `--configfile best.yaml` runs what was searched
+    searched = {"backend": params.get("backend", "blip"), **({"model": params["model"]} if params.get("model") else {})}
     best_config = {
-        "gradcam": {"backend": params.get("backend", "blip"), "layer": int(best["layer"]), "head": int(best["head"])},
+        "gradcam": {**searched, "layer": int(best["layer"]), "head": int(best["head"])},
         "refine": {"threshold": float(best["threshold"])},
     }
     header = (f"# chosen by `snakemake search` (CLIP weak reward {best['reward']:g} on {int(best['images'])} images, "
