@@ -24,6 +24,7 @@ include: "rules/refine.smk"
 include: "rules/evaluate.smk"
 include: "rules/report.smk"
 include: "rules/search.smk"
+include: "rules/views.smk"
 
 
 # Summing confusion matrices and concatenating one-line tables take milliseconds: never submit them.
@@ -31,9 +32,8 @@ localrules:
     all,
     search,
     evaluate,
-    latest,
     masks,
-    miou_table,
+    views,
 
 
 rule all:
@@ -46,16 +46,16 @@ report: "workflow/report/workflow.rst"
 
 
 onsuccess:
-    from pnp_ovss.summary import skipped_summary, write_last_run
-
-    # `snakemake --report report.html --configfile results/last-run.yaml` makes this run's report
-    write_last_run(config, Path(config["results"]) / LAST_RUN_YAML)
+    from pnp_ovss.summary import outputs_summary, skipped_summary
 
     _skipped = skipped_summary(
         [f"{OUT}/{LATEST_DIR}/{PLAN.run_label(run)}/{SKIPPED_CSV}".replace("//", "/") for run in PLAN.runs]
     )
     if _skipped:
         print(f"pnp-ovss: {_skipped}", file=sys.stderr)
+    if Path(f"{OUT}/{VIEWS_DIR}/{SETTLED_STAMP}").is_file():  # the pipeline's views were made (not only `search`)
+        for _line in outputs_summary(VIEW_PATHS, PLAN.evaluates, config["dataset"]):
+            print(f"pnp-ovss: {_line}", file=sys.stderr)
 
 
 onerror:

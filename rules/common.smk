@@ -6,14 +6,16 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from snakemake.utils import validate
 
+from pnp_ovss.checks import preflight
 from pnp_ovss.config import coerce_to_schema, fold_dotted, load_schema, normalise
 from pnp_ovss.config import backend_name, model_job_threads, resolve_fixes
 from pnp_ovss.layout import (
-    BEST_YAML, CHART_PNG, HEATMAP_PNG, LAST_RUN_YAML, LATEST_DIR, MIOU_CSV, OVERLAYS_DIR, PARAMETERS_CSV,
+    BEST_YAML, VIEWS_DIR, CHART_PNG, HEATMAP_PNG, LAST_RUN_YAML, LATEST_DIR, MIOU_CSV, OVERLAYS_DIR, PARAMETERS_CSV,
     PER_CLASS_CSV, REWARDS_CSV, SKIPPED_CSV, SUMMARY_CSV, THRESHOLD_PNG,
 )
 from pnp_ovss.model import check_model_choice, unknown_piece_warnings
-from pnp_ovss.workflow import make_plan, plan_summary, plan_warnings, sync_job_records
+from pnp_ovss.workflow import check_views, make_plan, plan_summary, plan_warnings, sync_job_records
+from pnp_ovss.workflow import view_keys, view_paths, views_stamps
 
 # `--config refine="{threshold: 0.3}"` arrives with string leaves, and dotted keys (from a config file
 # or the API) are nested sections: normalise both before validating.
@@ -24,7 +26,10 @@ config.update(_normalised)
 normalise(dict(config))
 validate(config, schema="../config/schema.yaml", set_default=True)
 
-PLAN = make_plan(config)
+# only the main snakemake process repairs anything (sets damaged entries aside, writes job records): a
+# cluster job's own parse of this file runs beside other jobs and must not touch what they write
+REPAIRS = workflow.is_main_process
+PLAN = make_plan(config, repair=REPAIRS)
 # threads of the model rules (gradcam, search maps): a few on a GPU so that refine/evaluate/labels jobs fill
 # the other cores meanwhile, every core on the CPU (config gradcam.threads overrides)
 import torch as _torch
@@ -32,8 +37,11 @@ import torch as _torch
 MODEL_JOB_THREADS = model_job_threads(config["gradcam"], _torch.cuda.is_available())
 # a shard job whose images all have results is recorded as done here (so it is not planned); a record
 # whose results were deleted is removed (so its job runs again)
-sync_job_records(PLAN)
+if REPAIRS:
+    sync_job_records(PLAN)
 logger.info(f"pnp-ovss: {plan_summary(PLAN)}")
+for _note in PLAN.notes:
+    logger.warning(f"pnp-ovss: {_note}")
 if any(job.needed for jobs in PLAN.stage_jobs.values() for job in jobs if job.stage == "gradcam"):
     # the model directory and the image size are checked before any job is scheduled
     check_model_choice(config["gradcam"]["model"], config["gradcam"]["image_size"], backend_name(config))
@@ -41,10 +49,19 @@ if any(job.needed for jobs in PLAN.stage_jobs.values() for job in jobs if job.st
         _keep = resolve_fixes(config)["keep_spaces"]
         for _warning in unknown_piece_warnings(config["gradcam"]["model"], list(PLAN.dataset.vocabulary.names), _keep):
             logger.warning(f"pnp-ovss: {_warning}")
-for _warning in plan_warnings(PLAN.cfg):
+# every other problem knowable before the first job, all named at once (pnp_ovss.checks); what this machine lacks
+# (a model neither cached nor downloadable) is named here and stops a run before the first job that needs it
+PREFLIGHT = preflight(PLAN, backend_name(config))
+for _note in PREFLIGHT.notes:
+    logger.info(f"pnp-ovss: {_note}")
+for _warning in PREFLIGHT.warnings + plan_warnings(PLAN.cfg):
     logger.warning(f"pnp-ovss: {_warning}")
 OUT = PLAN.out
 HASH = "[0-9a-f]{10}"
+
+
+onstart:
+    PREFLIGHT.refuse_jobs({job.rule.name for job in workflow.dag.needrun_jobs()})
 
 
 wildcard_constraints:
@@ -82,9 +99,8 @@ def final_targets():
     """Per run: the report (overlays, parameters; with ground truth the evaluation tables and the per-class
     chart); the masks by image name (results/<dataset>/latest/); the dataset-level miou.csv with one row
     per run (sweep combination) where there is ground truth."""
-    targets = [f"{OUT}/{LATEST_DIR}"]
+    targets = [f"{OUT}/{VIEWS_DIR}/{VIEW_STAMP}"]  # latest/, miou.csv, last-run.yaml (rules/views.smk)
     targets += [f"{OUT}/report/{run.evaluate}/{PLAN.eval_sets[run.evaluate]}/{PARAMETERS_CSV}" for run in PLAN.runs]
     if PLAN.evaluates:
-        targets.append(f"{OUT}/{MIOU_CSV}")
         targets += [f"{OUT}/report/{run.evaluate}/{PLAN.eval_sets[run.evaluate]}/{CHART_PNG}" for run in PLAN.runs]
     return targets

@@ -26,7 +26,12 @@ rule evaluate:
     input:
         shards=lambda wc: PLAN.all_jobs(wc.eh),
     output:
-        miou=f"{OUT}/eval/{{eh}}/{{view}}/{MIOU_CSV}",
+        miou=report(
+            f"{OUT}/eval/{{eh}}/{{view}}/{MIOU_CSV}",
+            caption="../workflow/report/miou.rst",
+            category="mIoU",
+            subcategory="run {eh}",
+        ),
         per_class=f"{OUT}/eval/{{eh}}/{{view}}/{PER_CLASS_CSV}",
         skipped=f"{OUT}/eval/{{eh}}/{{view}}/{SKIPPED_CSV}",
     log:
@@ -39,19 +44,3 @@ rule evaluate:
     script:
         "../workflow/scripts/evaluate.py"
 
-
-rule miou_table:
-    input:
-        [f"{OUT}/eval/{run.evaluate}/{PLAN.eval_sets[run.evaluate]}/{MIOU_CSV}" for run in PLAN.runs],
-    output:
-        report(
-            f"{OUT}/{MIOU_CSV}",
-            caption="../workflow/report/miou.rst",
-            category="mIoU",
-        ),
-    log:
-        f"{OUT}/logs/evaluate/miou_table.log",
-    conda:
-        "../envs/pnp-ovss.yaml"
-    script:
-        "../workflow/scripts/miou_table.py"

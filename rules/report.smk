@@ -44,18 +44,3 @@ rule report_figures:
     script:
         "../workflow/scripts/report.py"
 
-
-rule latest:
-    input:
-        [masks_view(h) for h in dict.fromkeys(run.refine for run in PLAN.runs)],
-    output:
-        directory(f"{OUT}/{LATEST_DIR}"),
-    log:
-        f"{OUT}/logs/latest.log",
-    params:
-        runs=lambda wc: {masks_view(run.refine): PLAN.run_label(run) for run in PLAN.runs},
-        parameters=lambda wc: {PLAN.run_label(run): PLAN.run_parameters(run.evaluate) for run in PLAN.runs},
-    conda:
-        "../envs/pnp-ovss.yaml"
-    script:
-        "../workflow/scripts/latest.py"

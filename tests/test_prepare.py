@@ -195,7 +195,7 @@ def test_workflow_dry_run_on_the_prepared_tree(prepared, repo_copy):
                                f"dataset={dataset}", f"data_root={data_root}"],
                               cwd=repo_copy, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stdout + proc.stderr
-        assert "gradcam" in proc.stdout and "miou_table" in proc.stdout
+        assert "gradcam" in proc.stdout and "views" in proc.stdout
 
 
 # --- reruns, checks, errors ----------------------------------------------------------------------------

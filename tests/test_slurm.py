@@ -311,7 +311,7 @@ def test_demo_workflow_through_slurm_profile(cluster, repo_copy, tmp_path):
     by_rule = jobs_by_rule(cluster)
     for rule in ("labels", "gradcam", "refine", "evaluate_shard", "report_figures"):
         assert rule in by_rule, explain(f"no SLURM job for {rule}: {sorted(by_rule)}")
-    for rule in ("evaluate", "masks", "miou_table"):  # localrules: run by snakemake itself
+    for rule in ("evaluate", "masks", "views"):  # localrules: run by snakemake itself
         assert rule not in by_rule, explain(f"{rule} was submitted: {by_rule[rule]}")
     for rule in ("labels", "gradcam", "refine", "evaluate_shard"):
         assert len(by_rule[rule]) == 2, explain(f"{rule}: expected one job per shard, got {by_rule[rule]}")

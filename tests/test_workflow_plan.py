@@ -41,13 +41,13 @@ def test_dry_run_plans_the_full_dag(repo_copy, mini_tree, dataset):
     counts = job_counts(proc.stdout)
     shards = -(-len(ids[dataset]) // 3)
     assert counts["labels"] == counts["gradcam"] == counts["refine"] == counts["evaluate_shard"] == shards
-    assert counts["evaluate"] == counts["report_figures"] == counts["miou_table"] == 1
+    assert counts["evaluate"] == counts["report_figures"] == counts["views"] == 1
 
 
 def test_sweep_over_three_thresholds_plans_three_branches(repo_copy):
     proc = run(["-n", "--cores", "2", "--config", "refine={threshold: [0.1, 0.15, 0.2]}"], repo_copy)
     counts = job_counts(proc.stdout)
-    assert counts["gradcam"] == 1 and counts["refine"] == 3 and counts["evaluate"] == 3 and counts["miou_table"] == 1
+    assert counts["gradcam"] == 1 and counts["refine"] == 3 and counts["evaluate"] == 3 and counts["views"] == 1
 
 
 def test_bad_config_value_is_refused_with_the_key(repo_copy):

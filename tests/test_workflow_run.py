@@ -93,13 +93,13 @@ def test_rerun_with_nothing_changed_does_nothing(demo_run, tiny_model):
 def test_refine_change_reruns_only_refine_and_evaluate_and_changing_back_recomputes_nothing(demo_run, tiny_model):
     changed = ("--config", model_config(tiny_model), "refine={threshold: 0.3}")
     plan = planned(smk(demo_run, "-n", "--cores", "2", *changed))
-    assert plan.keys() <= {"refine", "evaluate_shard", "evaluate", "masks", "latest", "report_figures", "miou_table", "all"}
+    assert plan.keys() <= {"refine", "evaluate_shard", "evaluate", "masks", "views", "report_figures", "all"}
     assert plan["refine"] == 1 and plan["evaluate"] == 1
     smk(demo_run, "--cores", "2", *changed)
     assert pd.read_csv(demo_run / "results" / "demo" / "miou.csv")["refine.threshold"].tolist() == [0.3]
-    # back to the default: every stage output exists already, only the one-line table is re-assembled
+    # back to the default: every stage output exists already, only the views (latest/, miou.csv) are rebuilt
     plan = planned(smk(demo_run, "-n", "--cores", "2", "--config", model_config(tiny_model)))
-    assert plan.keys() <= {"miou_table", "latest", "all"}
+    assert plan.keys() == {"views", "all"}
     smk(demo_run, "--cores", "2", "--config", model_config(tiny_model))
     out = demo_run / "results" / "demo"
     assert pd.read_csv(out / "miou.csv")["refine.threshold"].tolist() == [0.15]
@@ -298,8 +298,11 @@ def test_offline_missing_model_ends_with_its_advice(repo_copy):
                  env=env, check=False)
     assert failed.returncode != 0
     tail = "\n".join(failed.stderr.splitlines()[-8:])
-    assert "gradcam: ModelError: cannot load model 'pnp-ovss-tests/no-such-blip'" in tail
+    # refused before the first job (issue 18), not after the job's HF retries
+    assert "gradcam.model pnp-ovss-tests/no-such-blip is not in the Hugging Face cache" in tail
+    assert "HF_HUB_OFFLINE=1 forbids downloading it" in tail
     assert "hf download pnp-ovss-tests/no-such-blip" in tail
+    assert not (repo_copy / "results" / "demo" / "logs").exists()
 
 
 # --- the five benchmarks, labelled from the authors' GPT-4o files ---------------------------------------

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .checkpoints import MAX_TEXT_LEN  # noqa: F401 (the released max_txt_len; re-exported)
 from .model import enc_token_id
 from .vocab import CAPTION_PREFIX, caption_for, caption_word
 
@@ -34,8 +35,6 @@ log = logging.getLogger(__name__)
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-#: the released code's max_txt_len (padding length of the straightforward path)
-MAX_TEXT_LEN = 500
 #: "a picture of" — the token rows before the class pieces (after dropping [ENC])
 PREFIX_ROWS = 3
 

@@ -17,8 +17,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .errors import DatasetError
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one."""
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, before_rename=None) -> None:
+    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one;
+    ``before_rename(tmp_path)`` runs on the finished temporary file just before it is renamed into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -30,6 +31,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
+        if before_rename is not None:
+            before_rename(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -18,6 +18,7 @@ CHART_PNG = "per_class_iou.png"
 OVERLAYS_DIR = "overlays"
 #: results/<dataset>/latest/: the current runs' masks by image name
 LATEST_DIR = "latest"
+VIEWS_DIR = ".views"  # results/<dataset>/.views/<state>: the stamp of the views rule (rules/views.smk)
 #: results/last-run.yaml: the config of the last successful run (for `snakemake --report`)
 LAST_RUN_YAML = "last-run.yaml"
 #: the folder of each stage under results/<dataset>/

@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from pathlib import Path
 
 import torch
 
+from .checkpoints import HUB_ID, WEIGHT_FILES, looks_like_hub_id  # noqa: F401 (re-exported)
 from .errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -50,15 +50,6 @@ def _offline_hint(model_id: str, exc: Exception) -> ModelError:
         f"`hf download {model_id}` (or unset HF_HUB_OFFLINE), or pass a local directory; for an offline test "
         f"model see `pnp-ovss tiny-model DIR`. ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
     )
-
-
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
-
-
-def looks_like_hub_id(model: str) -> bool:
-    """``org/name`` (as every BLIP checkpoint on the Hub) and not an existing path."""
-    return bool(HUB_ID.match(str(model))) and not Path(str(model)).expanduser().exists()
 
 
 def check_model_choice(model: str, image_size: int, backend: str = "blip") -> int | None:

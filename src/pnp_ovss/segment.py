@@ -13,7 +13,7 @@ from .config import normalise, plan_runs
 from .datasets.folder import Files
 from .errors import ConfigError
 from .layout import STORE_NAME
-from .io import atomic_write_bytes, read_label_png, read_rgb
+from .io import atomic_write_bytes, read_label_png
 from .vocab import vocabulary_from_spec
 
 log = logging.getLogger(__name__)
@@ -51,15 +51,34 @@ def segment(image_paths: list[Path], classes: str, out_dir: Path, args: argparse
     from .stages.refine import run_refine_shard
     from .report import overlay
 
+    from .checkpoints import model_availability
+    from .checks import EveryClass, combined, setting_problems
+    from .errors import ModelError
     from .config import backend_name, resolve_fixes
+    from .datasets import reading_of
+    from .datasets.base import scan_images
     from .model import check_model_choice, unknown_piece_warnings
 
     cfg = segment_config(classes, args)
     check_model_choice(cfg["gradcam"]["model"], cfg["gradcam"]["image_size"], backend_name(cfg))
     dataset = Files(image_paths, vocabulary_from_spec(classes))
+    dataset.reading = reading_of(cfg, dataset)
+    for note in scan_images(dataset, dataset.image_ids()).notes:
+        print(f"pnp-ovss segment: {note}", file=sys.stderr)
     keep = resolve_fixes(cfg)["keep_spaces"]
     for warning in unknown_piece_warnings(cfg["gradcam"]["model"], list(dataset.vocabulary.names), keep):
         print(f"pnp-ovss segment: warning: {warning}", file=sys.stderr)
+    # layer/head and (every image gets every class unless GPT-4o chooses) the caption length, before any model
+    every = None if args.gpt4o else EveryClass(list(dataset.vocabulary.names), "--classes", "--gpt4o")
+    gradcam = [p for p in plan_runs(cfg)[1].values() if p["stage"] == "gradcam"]
+    problems = setting_problems(cfg, gradcam, backend_name(cfg), every)
+    if problems:
+        raise combined([ConfigError(p) for p in problems])
+    availability = model_availability(cfg["gradcam"]["model"], key="--model")
+    if availability.problem:
+        raise ModelError(availability.problem)
+    if availability.note:
+        print(f"pnp-ovss segment: {availability.note}", file=sys.stderr)
     ids = dataset.image_ids()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -77,7 +96,7 @@ def segment(image_paths: list[Path], classes: str, out_dir: Path, args: argparse
     written = []
     for image_id in ids:
         labels_png = out_dir / f"{image_id}.png"
-        picture = overlay(read_rgb(dataset.image_path(image_id)), read_label_png(labels_png), dataset.palette, names)
+        picture = overlay(dataset.read_crf_image(image_id), read_label_png(labels_png), dataset.palette, names)
         path = out_dir / f"{image_id}_overlay.png"
         import io
 

@@ -67,16 +67,27 @@ def skipped_summary(skipped_csvs: list[Path]) -> str | None:
     return f"{len(images)} image(s) skipped (on_error: skip); listed with the reason in {', '.join(listed)}"
 
 
-def write_last_run(cfg: dict, path: Path) -> Path:
-    """The whole config of the run that just finished, as a file ``--configfile`` accepts, so that
+def outputs_summary(paths: dict, evaluates: bool, dataset: str) -> list[str]:
+    """The end of a successful run: where its outputs are, and why there is no miou.csv when there is none."""
+    latest, last_run = paths["latest"], paths["last_run"]
+    lines = [f"masks by image name in {latest}/ (with parameters.csv); every result under {latest.parent}/"]
+    if evaluates:
+        lines.append(f"scores in {paths['miou']} (one row per run; every run ever scored here: "
+                     f"{latest.parent / 'runs.csv'})")
+    elif dataset == "folder":
+        lines.append("no miou.csv: this folder run has no ground truth to score against (give "
+                     "annotations=DIR with label PNGs named like the images to get one)")
+    lines.append(f"the report: snakemake --report report.html --configfile {last_run}")
+    return lines
+
+
+def last_run_text(cfg: dict, path: Path) -> str:
+    """The whole config of a run, as a file ``--configfile`` accepts, so that
     ``snakemake --report report.html --configfile <results>/last-run.yaml`` needs no retyped overrides."""
     import yaml
-
-    from .io import atomic_write_text
 
     header = (
         "# The configuration of the last successful run (written by the workflow).\n"
         "# Its report: snakemake --report report.html --configfile " + str(path) + "\n"
     )
-    atomic_write_text(path, header + yaml.safe_dump(dict(cfg), sort_keys=False))
-    return Path(path)
+    return header + yaml.safe_dump(dict(cfg), sort_keys=False)

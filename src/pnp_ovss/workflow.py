@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from .cache import STAGE_FOLDER, is_done, listing, names_in, write_manifest
+from .cache import STAGE_FOLDER, SUFFIX, check_entry, entries_dir, is_done, listing, names_in, set_aside, write_manifest
 from .config import SWEEPABLE, Run, flat_run_parameters, normalise, plan_runs, resolve_fixes, resolved_label_source
 from .datasets import Dataset, get_dataset
 from .datasets.base import scan_images
@@ -69,6 +69,8 @@ class Plan:
     eval_sets: dict[str, str] = field(default_factory=dict)  # evaluate hash -> result folder name
     search: "SearchPlan | None" = None
     notes: list[str] = field(default_factory=list)  # what the parse says about the images (not used, first frames)
+    entry_digests: dict[tuple[str, str], str] = field(default_factory=dict)  # (stage hash, image id) -> digest
+    repair: bool = True  # set damaged entries aside (only the main snakemake process does)
 
     @property
     def evaluates(self) -> bool:
@@ -172,7 +174,7 @@ def _plan_search(plan: "Plan", keys: dict[str, dict[str, str]]) -> None:
             continue
         k = {i: mkeys[i] for i in sub}
         name = job_name(shard, "search", mh, None, [(i, k[i]) for i in sub])
-        missing = [i for i in sub if not is_done(listed, "search", k[i], cfg["on_error"])]
+        missing = [i for i in sub if not _entry_done(plan, listed, "search", mh, None, i, k[i])]
         job = StageJob("search", mh, shard, name, sub, k, plan.stage_jobs[lh][index], missing)
         job.recorded = Path(plan.job_output(job)).name in records
         plan.jobs[(mh, name)] = job
@@ -288,9 +290,14 @@ def _plan_jobs(plan: Plan, keys: dict[str, dict[str, str]]) -> None:
                 k = {i: keys[h][i] for i in ids}
                 name = job_name(shard, stage, h, on_error if stage == "evaluate" else None, [(i, k[i]) for i in ids])
                 if stage == "evaluate":
-                    missing = [] if f"{name}.npz" in listings[h] else list(ids)
+                    npz = f"{name}.npz"
+                    if npz in listings[h] and _reusable(plan, "evaluate", Path(plan.records_dir(stage, h)) / npz,
+                                                        f"the evaluation of {shard}",
+                                                        shard_digest(plan, previous, ids)) is None:
+                        listings[h].discard(npz)
+                    missing = [] if npz in listings[h] else list(ids)
                 else:
-                    missing = [i for i in ids if not is_done(listings[h], stage, k[i], on_error)]
+                    missing = [i for i in ids if not _entry_done(plan, listings[h], stage, h, previous, i, k[i])]
                 upstream = plan.stage_jobs[previous][len(jobs)] if previous else None
                 job = StageJob(stage, h, shard, name, list(ids), k, upstream, missing)
                 job.recorded = Path(plan.job_output(job)).name in records
@@ -303,6 +310,105 @@ def _plan_jobs(plan: Plan, keys: dict[str, dict[str, str]]) -> None:
         ids = plan.image_ids
         plan.views[run.refine] = set_name("masks", run.refine, on_error, [(i, keys[run.refine][i]) for i in ids])
         plan.eval_sets[run.evaluate] = set_name("evaluate", run.evaluate, on_error, [(i, keys[run.evaluate][i]) for i in ids])
+
+
+def _entry_done(plan: Plan, names: set[str], stage: str, h: str, previous: str | None, image_id: str,
+                key: str) -> bool:
+    """Whether an image needs no work at a stage: a skip record (``on_error: skip``), or an entry that
+    passes :func:`pnp_ovss.cache.check_entry` (a damaged one is set aside, so the job recomputes it)."""
+    on_error = plan.cfg["on_error"]
+    entry = f"{key}{SUFFIX[stage]}"
+    if entry not in names:
+        return is_done(names, stage, key, on_error)
+    upstream = plan.entry_digests.get((previous, image_id)) if previous else None
+    path = entries_dir(plan.stage_dir(stage, h)) / entry
+    digest = _reusable(plan, stage, path, f"image {image_id}", upstream)
+    if digest is None:
+        names.discard(entry)
+        return False
+    plan.entry_digests[(h, image_id)] = digest
+    return True
+
+
+def _reusable(plan: Plan, stage: str, path: Path, what: str, upstream: str | None) -> str | None:
+    """The entry's digest when it may be reused; else None, the entry set aside and a note naming it."""
+    problem, digest = check_entry(stage, path, upstream)
+    if problem is None:
+        return digest
+    if plan.repair:
+        where = set_aside(path)
+        plan.notes.append(f"{what}: {path} cannot be reused: {problem}; it is recomputed (the old one is kept "
+                          f"in {where})")
+    return None
+
+
+def shard_digest(plan: Plan, refine_hash: str, ids: list[str]) -> str | None:
+    """What an evaluation of these images is made from: the digests of their label maps (None when one is
+    not known, e.g. an image skipped upstream)."""
+    digests = [plan.entry_digests.get((refine_hash, i)) for i in ids]
+    return None if any(d is None for d in digests) else key_of(list(zip(ids, digests)))
+
+
+# --- the views (pnp_ovss.stages.views): fixed paths sealed with what they show -------------------------
+
+
+def view_keys(plan: Plan, config: dict) -> dict[str, str]:
+    """What each fixed-path view must show for this config: ``latest`` (each run's masks set and parameters),
+    ``miou`` (each run's evaluation set), ``last_run`` (the whole ``config``)."""
+    runs = [(plan.run_label(r), plan.views[r.refine], plan.eval_sets[r.evaluate], plan.run_parameters(r.evaluate))
+            for r in plan.runs]
+    keys = {"latest": key_of("latest", plan.out, runs), "last_run": key_of("last-run", dict(config))}
+    if plan.evaluates:
+        keys["miou"] = key_of("miou", [(r.evaluate, plan.eval_sets[r.evaluate]) for r in plan.runs])
+    return keys
+
+
+def view_paths(plan: Plan, results: str) -> dict[str, Path]:
+    from .layout import LAST_RUN_YAML, LATEST_DIR, MIOU_CSV
+
+    paths = {"latest": Path(plan.out) / LATEST_DIR, "last_run": Path(results) / LAST_RUN_YAML}
+    if plan.evaluates:
+        paths["miou"] = Path(plan.out) / MIOU_CSV
+    return paths
+
+
+def check_views(plan: Plan, keys: dict[str, str], paths: dict[str, Path]) -> tuple[list[str], list[str]]:
+    """The fixed-path views to rebuild (missing, built for another config, edited), and the masks ``set-*``
+    folders of this config whose files were edited or deleted, which are removed here (they are copies: the
+    cached maps are untouched) so that their rule rebuilds them. Returns (the repairs, notes naming each)."""
+    from .cache import check_view, seal_path
+
+    repairs, notes = [], []
+    for name, path in paths.items():
+        problem = check_view(path, keys[name])
+        if problem:
+            repairs.append(f"{name}: {problem}")
+            if problem != "missing":
+                notes.append(f"{path} is rebuilt: {problem}")
+    for refine_hash, view in plan.views.items():
+        folder = Path(plan.stage_dir("refine", refine_hash)) / view
+        problem = check_view(folder, view) if folder.exists() else None
+        if problem:
+            import shutil
+
+            shutil.rmtree(folder, ignore_errors=True)
+            seal_path(folder).unlink(missing_ok=True)
+            repairs.append(f"{folder}: {problem}")
+            notes.append(f"{folder} is rebuilt: {problem} (the cached masks are untouched)")
+    return repairs, notes
+
+
+def views_stamps(plan: Plan, keys: dict[str, str], repairs: list[str]) -> tuple[str, str]:
+    """(the stamp this parse asks for, the stamp of the state after it): the same name when nothing is to be
+    computed or rebuilt, so that a rerun plans nothing; another name whenever some job has work or a view
+    is to be rebuilt, so that the ``views`` rule — whose inputs are every job's output — runs, and with it
+    every job that has work (Snakemake does not run a job whose output is missing when everything
+    downstream of it exists)."""
+    settled = key_of("views", sorted(keys.items()))[:16]
+    todo = sorted(plan.job_output(j) for j in plan.jobs.values() if j.needed and j.stage != "search")
+    if not todo and not repairs:
+        return settled, settled
+    return key_of(settled, todo, repairs)[:16], settled
 
 
 def sync_job_records(plan: Plan) -> tuple[int, int]:
@@ -339,14 +445,16 @@ def plan_summary(plan: Plan) -> str:
     )
 
 
-def make_plan(raw_config: dict) -> Plan:
+def make_plan(raw_config: dict, repair: bool = True) -> Plan:
+    """The plan of a config. ``repair``: set damaged entries aside (the main snakemake process); without it
+    a damaged entry only counts as missing (a cluster job's own parse, beside other jobs' writes)."""
     cfg = normalise(raw_config)
     dataset = get_dataset(cfg)
     ids = ordered_ids(cfg, dataset)
     shards = {shard_name(i): s for i, s in enumerate(make_shards(ids, effective_shard_size(cfg)))}
     runs, table = plan_runs(cfg)
     out = str(Path(cfg["results"]) / cfg["dataset"])
-    plan = Plan(cfg, dataset, ids, shards, runs, table, out)
+    plan = Plan(cfg, dataset, ids, shards, runs, table, out, repair=repair)
     headers = HeaderCache(Path(out) / HEADER_CACHE_NAME)
     scan = scan_images(dataset, ids, headers)
     headers.save()
@@ -363,6 +471,7 @@ def stage_logger(log_path: str | None, name: str) -> logging.Logger:
     """A logger whose records (and those of every pnp_ovss module) go to the rule's log file."""
     pkg = logging.getLogger("pnp_ovss")
     pkg.setLevel(logging.INFO)
+    quiet_progress_bars()
     if log_path:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         fh = logging.FileHandler(log_path)
@@ -370,6 +479,21 @@ def stage_logger(log_path: str | None, name: str) -> logging.Logger:
         pkg.addHandler(fh)  # the stage's logger and every package module's propagate here
         _log_uncaught_errors(logging.getLogger(f"pnp_ovss.{name}"))
     return logging.getLogger(f"pnp_ovss.{name}")
+
+
+def quiet_progress_bars() -> None:
+    """No progress bars where stderr is not a terminal (a SLURM job's output file, a CI log): one line per
+    event. Our own bars pass ``disable=None`` (tqdm then checks the terminal); Hugging Face's are turned off
+    here, for what is loaded later in the job and for its subprocesses."""
+    if sys.stderr.isatty():
+        return
+    import os
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "huggingface_hub" in sys.modules:
+        sys.modules["huggingface_hub"].utils.disable_progress_bars()
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
 
 
 def _log_uncaught_errors(logger: logging.Logger) -> None:

@@ -13,9 +13,9 @@ dataset = get_dataset(cfg)
 protocol = get_protocol(dataset.name, cfg["protocol"], dataset.vocabulary, cfg["mmseg_variant"])
 write_params_yaml(Path(sm.output[0]).parent.parent, sm.params.stage)
 ids = list(sm.params.ids)
-hist, n, skipped = run_evaluate_job(
+hist, n, skipped, made_from = run_evaluate_job(
     dataset, ids, protocol, upstream_keys=sm.params.work["upstream"], upstream_dir=Path(sm.params.masks_dir),
     on_error=cfg["on_error"],
 )
 log.info("evaluate %s: %d images scored, %d skipped", sm.params.work["shard"], n, len(skipped))
-save_shard(Path(sm.output[0]), hist, n, skipped)
+save_shard(Path(sm.output[0]), hist, n, skipped, made_from)

@@ -137,13 +137,14 @@ class BridgeTowerBackend(Backend):
         return preprocess_image(image, size, False, mean, std)
 
     def tokenize(self, tokenizer, class_names, keep_spaces: bool = False, pad_to: int | None = None):
+        from ..checkpoints import caption_token_limit
         from ..gradcam import CaptionTokens
 
         if any(len(n) == 0 for n in class_names):
             raise ValueError("every image needs at least one class for its caption")
         built = [caption_segments(names, keep_spaces) for names in class_names]
         captions = [c for c, _ in built]
-        limit = min(int(getattr(tokenizer, "model_max_length", None) or 512), 512)
+        limit = caption_token_limit(self.name, tokenizer)
         enc = tokenizer(
             captions, padding="longest" if pad_to is None else "max_length", truncation=True,
             max_length=pad_to or limit, return_offsets_mapping=True, return_special_tokens_mask=True, return_tensors="pt",

@@ -364,6 +364,21 @@ def request_fingerprint(settings: LiveSettings, prompt: str) -> str:
     )
 
 
+def question_of(dataset, settings: LiveSettings) -> tuple[str, str]:
+    """The prompt every image of ``dataset`` is asked with, and its request fingerprint (the answer cache key)."""
+    template = prompt_template(settings.prompt, settings.json_schema)
+    prompt = build_prompt(template, categories_text(dataset.name, dataset.vocabulary))
+    return prompt, request_fingerprint(settings, prompt)
+
+
+def unanswered(dataset, image_ids: list[str], settings: LiveSettings, cache_dir, digest=sha256_of_file) -> list[str]:
+    """The images whose question has no answer in the answer cache folder: what a job would ask the API.
+    ``digest(path)``: the image's sha256 (a digest cache's, at parse time)."""
+    _, fingerprint = question_of(dataset, settings)
+    cache = AnswerCache(cache_dir)
+    return [i for i in image_ids if cache.get(fingerprint, digest(dataset.image_path(i))) is None]
+
+
 def ask_one(client, settings: LiveSettings, prompt: str, image_path, image_id: str) -> tuple[str, Usage]:
     """One chat completion for one image; errors come back as LabelError without the key."""
     import openai
@@ -403,9 +418,7 @@ def query_answers(
     only when something has to be asked.
     """
     log = log or LOG
-    template = prompt_template(settings.prompt, settings.json_schema)
-    prompt = build_prompt(template, categories_text(dataset.name, dataset.vocabulary))
-    fingerprint = request_fingerprint(settings, prompt)
+    prompt, fingerprint = question_of(dataset, settings)
     cache = AnswerCache(cache_dir)
     answers: dict[str, str] = {}
     total = Usage()

@@ -101,13 +101,17 @@ def download(url: str, dest: str | os.PathLike, sha256: str, progress: bool = Tr
     return dest
 
 
+def authors_cache_path(dataset: str, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where the authors' answer file of ``dataset`` is kept in the user cache (whether or not it is there yet)."""
+    return Path(cache_dir or user_cache_dir()) / "gpt4o" / authors_file_name(dataset)
+
+
 def authors_answers_path(
     dataset: str, cache_dir: str | os.PathLike | None = None, base_url: str = AUTHORS_BASE_URL, progress: bool = True
 ) -> Path:
     """The authors' answer file in the user cache, downloaded on first use and checksum-verified."""
-    name = authors_file_name(dataset)
+    path = authors_cache_path(dataset, cache_dir)  # a LabelError for a dataset without an authors' file
     expected = AUTHORS_SHA256[dataset]
-    path = Path(cache_dir or user_cache_dir()) / "gpt4o" / name
     if path.is_file():
         actual = sha256_of(path)
         if actual != expected:

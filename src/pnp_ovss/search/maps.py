@@ -88,7 +88,7 @@ def run_search_maps_job(
     size = int(params["image_size"])
     released_ade = uses_released_ade_input(getattr(dataset, "unnormalised_input", False), params)
     bar = tqdm(total=len(image_ids), initial=len(image_ids) - len(todo), desc=f"search maps {shard}", unit="img",
-               disable=not progress)
+               disable=None if progress else True)  # None: no bar where stderr is not a terminal
     try:
         if todo:
             loaded = model_for(params, device)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import pandas as pd
 import yaml
 from PIL import Image
 
-from ..io import atomic_write_text, open_rgb, read_rgb
+from ..io import atomic_write_text
 from ..layout import BEST_YAML, HEATMAP_PNG, REWARDS_CSV, STUDY_DB, SUMMARY_CSV, THRESHOLD_PNG
 from .reward import SettingReward, class_wins, masked_images, reward_masks, token_contrast
 
@@ -51,7 +52,7 @@ def load_search_images(dataset, image_ids, keys, maps_dir, clip_size: int) -> tu
         layers, heads = list(item.attrs["layers"]), list(item.attrs["heads"])
         if not item.attrs["class_ids"]:
             continue
-        rgb = np.asarray(open_rgb(dataset.image_path(image_id)).resize((clip_size, clip_size), Image.BICUBIC))
+        rgb = np.asarray(Image.fromarray(dataset.read_image(image_id)).resize((clip_size, clip_size), Image.BICUBIC))
         images.append(SearchImage(image_id, list(item.attrs["class_ids"]), list(item.attrs["class_names"]), item.maps,
                                   rgb.astype(np.float32) / 255.0))
     if layers is None:
@@ -70,7 +71,7 @@ def pipeline_masks(dataset, image: SearchImage, maps: np.ndarray, threshold: flo
 def refine_labels(dataset, image: SearchImage, maps: np.ndarray, threshold: float, refine: dict) -> np.ndarray:
     from ..refine import refine_image
 
-    rgb = read_rgb(dataset.crf_image_path(image.image_id))
+    rgb = dataset.read_crf_image(image.image_id)
     return refine_image(maps[:, None], rgb, image.class_ids, {**refine, "threshold": threshold}, dataset.background_rule)
 
 
@@ -124,6 +125,8 @@ def open_study(out_dir: Path, params: dict, layers, heads):
     from optuna.storages.journal import JournalFileBackend
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # once per job, not once per trial (JournalStorage, enqueue_trial and the samplers are "experimental")
+    warnings.filterwarnings("once", category=optuna.exceptions.ExperimentalWarning)
     storage = JournalStorage(JournalFileBackend(str(out_dir / STUDY_DB)))
     study = optuna.create_study(study_name="search", storage=storage, direction="maximize",
                                 sampler=make_sampler(params, layers, heads), load_if_exists=True)
@@ -183,7 +186,7 @@ def run_search(dataset, image_ids, params: dict, *, keys, maps_dir, out_dir, dev
 
     scored: list[tuple] = []
     remaining = max(target - len(done), 0)
-    with tqdm(total=target, initial=target - remaining, desc="search", unit="setting") as bar:
+    with tqdm(total=target, initial=target - remaining, desc="search", unit="setting", disable=None) as bar:
         while len(completed_settings(study)) < target and len(study.trials) < 4 * grid + target:
             before = len(completed_settings(study))
             study.optimize(objective, n_trials=1)

@@ -11,7 +11,8 @@ import pandas as pd
 
 from ..datasets import Dataset
 from ..errors import DatasetError
-from ..io import atomic_write_bytes, atomic_write_text, read_label_png
+from ..identity import key_of
+from ..io import atomic_write_text, read_label_png
 from ..layout import SKIPPED_CSV
 from ..metrics import confusion, summarise
 from ..protocols import Protocol
@@ -48,22 +49,25 @@ def run_evaluate_job(
     upstream_keys: dict[str, str],
     upstream_dir: Path,
     on_error: str = "fail",
-) -> tuple[np.ndarray, int, list[dict]]:
+) -> tuple[np.ndarray, int, list[dict], str | None]:
     """Confusion matrix of a shard job's images, read from the per-image label maps of ``upstream_dir`` (the
     refine stage folder: ``images/<key>.png``; an image skipped upstream is listed with its stage and
     reason). Evaluate keeps no per-image entries: the rule saves the result (:func:`save_shard`)."""
-    from ..cache import entry_path, read_skip
+    from ..cache import entry_path, read_skip, verified_digest
 
-    masks, skipped = {}, []
+    masks, skipped, digests = {}, [], []
     for image_id in image_ids:
         path = entry_path(upstream_dir, "refine", upstream_keys[image_id])
         record = None if path.is_file() else read_skip(upstream_dir, upstream_keys[image_id])
         if record is not None:
             skipped.append({"image_id": image_id, "stage": record["stage"], "reason": record["reason"]})
+            digests.append(None)
         else:
             masks[image_id] = path
+            digests.append(verified_digest("refine", path, image_id) if path.is_file() else None)
     hist, scored, more = evaluate_masks(dataset, protocol, masks, on_error)
-    return hist, scored, skipped + more
+    made_from = None if None in digests else key_of(list(zip(image_ids, digests)))
+    return hist, scored, skipped + more, made_from
 
 
 def evaluate_masks(
@@ -95,7 +99,10 @@ def evaluate_masks(
     return hist, scored, skipped
 
 
-def save_shard(path: Path, hist: np.ndarray, n_images: int, skipped: list[dict]) -> None:
+def save_shard(path: Path, hist: np.ndarray, n_images: int, skipped: list[dict], made_from: str | None = None) -> None:
+    """A shard's confusion matrix, sealed with the digests of the label maps it was made from."""
+    from ..cache import write_sealed_bytes
+
     import io
 
     buf = io.BytesIO()
@@ -106,7 +113,7 @@ def save_shard(path: Path, hist: np.ndarray, n_images: int, skipped: list[dict])
         skipped_ids=np.array([r["image_id"] for r in skipped], dtype=str),
         skipped_reasons=np.array([f"{r['stage']}: {r['reason']}" for r in skipped], dtype=str),
     )
-    atomic_write_bytes(path, buf.getvalue())
+    write_sealed_bytes(path, buf.getvalue(), upstream=made_from)
 
 
 def sum_shards(paths: list[Path]) -> tuple[np.ndarray, int, list[dict]]:
@@ -158,10 +165,9 @@ def write_tables(
     return row
 
 
-def concat_csv(paths: list[Path], out: Path) -> None:
-    """One table from several one-row CSVs (the sweep's miou.csv)."""
-    frames = [pd.read_csv(p) for p in paths]
-    atomic_write_text(out, pd.concat(frames, ignore_index=True).to_csv(index=False))
+def concat_csv_text(paths: list[Path]) -> str:
+    """One table from several one-row CSVs (the sweep's miou.csv), as CSV text."""
+    return pd.concat([pd.read_csv(p) for p in paths], ignore_index=True).to_csv(index=False)
 
 
 LEDGER_KEY = ("evaluate.hash", "image_set")

@@ -277,7 +277,8 @@ def run_gradcam_shard(
     batch_dependent = not bool(params.get("exclude_sep_rows", False))
     skipped: dict[str, str] | None = {} if on_error == "skip" else None
     loaded = None
-    bar = tqdm(total=len(image_ids), initial=len(done), desc="gradcam", unit="img", disable=not progress)
+    bar = tqdm(total=len(image_ids), initial=len(done), desc="gradcam", unit="img",
+               disable=None if progress else True)  # None: no bar where stderr is not a terminal
     try:
         for batch in batches_of(image_ids, int(params["batch_size"])):
             todo = images_to_compute(batch, done, batch_dependent)
@@ -347,7 +348,9 @@ def run_gradcam_job(
     stores written, in two threads while the model works (:func:`pipelined`); the results are the same.
     ``timings`` (a dict) receives the seconds of each side.
     """
-    from ..cache import entry_path, is_done, listing, write_gradcam_entry, write_manifest, write_skip
+    from ..cache import (
+        entry_path, is_done, listing, outdated, verified_digest, write_gradcam_entry, write_manifest, write_skip,
+    )
     from .labels import read_label_entries
 
     log = log or logging.getLogger(__name__)
@@ -356,7 +359,9 @@ def run_gradcam_job(
     if len(set(image_ids)) != len(image_ids):
         raise ValueError("duplicate image ids in the shard")
     names = listing(stage_dir)
-    done = {i for i in image_ids if is_done(names, "gradcam", keys[i], on_error)}
+    done = {i for i in image_ids if is_done(names, "gradcam", keys[i], on_error)
+            and not outdated("gradcam", entry_path(stage_dir, "gradcam", keys[i]), "labels",
+                             entry_path(upstream_dir, "labels", upstream_keys[i]), log)}
     batch_dependent = not bool(params.get("exclude_sep_rows", False))
     work = [(batch, todo) for batch in batches_of(image_ids, int(params["batch_size"]))
             if (todo := images_to_compute(batch, done, batch_dependent))]
@@ -364,7 +369,8 @@ def run_gradcam_job(
     computed: list[str] = []
     skipped_ids: list[str] = []
     stored = 0
-    bar = tqdm(total=len(image_ids), initial=len(done), desc=f"gradcam {shard}", unit="img", disable=not progress)
+    bar = tqdm(total=len(image_ids), initial=len(done), desc=f"gradcam {shard}", unit="img",
+               disable=None if progress else True)  # None: no bar where stderr is not a terminal
 
     def read(item) -> BatchInputs:
         _, todo = item
@@ -382,7 +388,9 @@ def run_gradcam_job(
                 class_ids, class_names = image_labels(inputs.labels, image_id)
                 res = results[image_id]
                 attrs = image_attrs(dataset, image_id, class_ids, class_names, res, params, loaded)
-                write_gradcam_entry(stage_dir, keys[image_id], ImageMaps(image_id, res.maps, res.dropped, attrs))
+                made_from = verified_digest("labels", entry_path(upstream_dir, "labels", upstream_keys[image_id]), image_id)
+                write_gradcam_entry(stage_dir, keys[image_id], ImageMaps(image_id, res.maps, res.dropped, attrs),
+                                    upstream=made_from)
                 computed.append(image_id)
             else:
                 write_skip(stage_dir, keys[image_id], image_id, "gradcam", inputs.skipped[image_id])

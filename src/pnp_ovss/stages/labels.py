@@ -164,7 +164,8 @@ def read_label_entries(stage_dir: str | os.PathLike, keys: dict[str, str], image
         try:
             out[image_id] = read_labels_entry(stage_dir, keys[image_id])
         except DatasetError as exc:
-            raise LabelError(f"image {image_id}: no labels entry ({exc})") from None
+            raise LabelError(f"image {image_id}: no labels entry ({exc}); run the workflow again: the parse "
+                             f"recomputes a missing or damaged entry") from None
     return out
 
 

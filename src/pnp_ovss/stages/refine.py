@@ -18,7 +18,7 @@ from tqdm import tqdm
 from ..errors import DatasetError, PnpOvssError
 from .._faults import after_image
 from ..layout import PARAMETERS_CSV, SKIPPED_CSV
-from ..io import atomic_write_text, publish, resize_labels, skipped_csv_text, write_label_png
+from ..io import atomic_write_text, label_png_bytes, publish, resize_labels, skipped_csv_text, write_label_png
 from ..refine import check_refine_params, refine_image
 from ..store import completed_ids, open_store, read_image_maps
 
@@ -39,9 +39,14 @@ def check_image_matches_maps(image_path: Path, image_shape: tuple, orig_size: tu
         )
 
 
-def refine_one(dataset, group, image_id: str, params: dict):
+def refine_one(dataset, group, image_id: str, params: dict, store_path=None):
     """Label map (uint8 [H, W], dataset ids) of one image whose maps are complete in ``group``."""
-    item = read_image_maps(group, image_id)
+    try:
+        item = read_image_maps(group, image_id)
+    except (KeyError, ValueError, OSError, RuntimeError) as exc:
+        where = store_path or "its GradCAM store"
+        raise DatasetError(f"image {image_id}: the GradCAM maps in {where} cannot be read ({type(exc).__name__}: "
+                           f"{exc}); delete that store and run again: it is recomputed") from None
     image_path = Path(dataset.crf_image_path(image_id))
     image = dataset.read_crf_image(image_id)
     check_image_matches_maps(image_path, image.shape, item.orig_size)
@@ -132,7 +137,8 @@ def run_refine_shard(
                     params["postprocess"])
         started = time.perf_counter()
         written = 0
-        for image_id in tqdm(image_ids, desc=f"refine {out_dir.name}", unit="img", file=sys.stderr, mininterval=1.0):
+        for image_id in tqdm(image_ids, desc=f"refine {out_dir.name}", unit="img", file=sys.stderr, mininterval=1.0,
+                             disable=None):  # None: no bar where stderr is not a terminal (SLURM logs)
             if image_id not in done:
                 reason = f"no complete GradCAM maps in {store_path}"
                 skipped.append({"image_id": image_id, "stage": "gradcam", "reason": reason})
@@ -179,7 +185,9 @@ def run_refine_job(
     """Refine the images of a shard job that have no label map yet (``<stage_dir>/images/<key>.png``, each
     written atomically); the others are reused. An image that GradCAM skipped, or (``on_error: skip``) that
     fails here, gets a ``<key>.skipped.json`` record instead. Returns the ids refined."""
-    from ..cache import entry_path, is_done, listing, read_skip, write_manifest, write_skip
+    from ..cache import (
+        entry_path, is_done, listing, outdated, read_skip, verified_digest, write_manifest, write_sealed_bytes, write_skip,
+    )
 
     if on_error not in ("fail", "skip"):
         raise ValueError(f"on_error is {on_error!r}; expected 'fail' or 'skip'")
@@ -191,10 +199,12 @@ def run_refine_job(
     logger = log or _log
     image_ids = list(image_ids)
     names = listing(stage_dir)
-    todo = [i for i in image_ids if not is_done(names, "refine", keys[i], on_error)]
+    todo = [i for i in image_ids if not is_done(names, "refine", keys[i], on_error)
+            or outdated("refine", entry_path(stage_dir, "refine", keys[i]), "gradcam",
+                        entry_path(upstream_dir, "gradcam", upstream_keys[i]), logger)]
     computed, skipped = [], []
     started = time.perf_counter()
-    for image_id in tqdm(todo, desc=f"refine {shard}", unit="img", file=sys.stderr, mininterval=1.0):
+    for image_id in tqdm(todo, desc=f"refine {shard}", unit="img", file=sys.stderr, mininterval=1.0, disable=None):
         store = entry_path(upstream_dir, "gradcam", upstream_keys[image_id])
         if not store.is_dir():
             upstream = read_skip(upstream_dir, upstream_keys[image_id])
@@ -208,8 +218,10 @@ def run_refine_job(
             continue
         try:
             tic = time.perf_counter()
-            labels = refine_one(dataset, open_store(store), image_id, params)
-            write_label_png(entry_path(stage_dir, "refine", keys[image_id]), labels, dataset.palette)
+            made_from = verified_digest("gradcam", store, image_id)
+            labels = refine_one(dataset, open_store(store), image_id, params, store)
+            write_sealed_bytes(entry_path(stage_dir, "refine", keys[image_id]),
+                               label_png_bytes(labels, dataset.palette), upstream=made_from)
             computed.append(image_id)
             logger.info("computed %s (%.2f s)", image_id, time.perf_counter() - tic)
             after_image("refine", len(computed))
@@ -224,25 +236,16 @@ def run_refine_job(
     return computed
 
 
-def link_or_copy(src: Path, dst: Path) -> None:
-    """A hard link (no copy of the bytes), or a copy where the file system has none."""
-    import shutil
-
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-
-
 def build_masks_view(
     image_ids: list[str], keys: dict[str, str], masks_dir: str | os.PathLike, view_dir: str | os.PathLike
 ) -> tuple[int, list[dict]]:
-    """``view_dir/<image_id>.png`` for every image of the run (hard links to the per-image maps, copies
-    where links are impossible) and ``view_dir/skipped.csv``; built beside and renamed into place. Other
-    views of the same refine folder (earlier image sets) are removed: the maps themselves stay."""
+    """``view_dir/<image_id>.png`` for every image of the run and ``view_dir/skipped.csv``: copies of the
+    per-image maps, each checked against its seal first (a damaged one is never copied; editing or deleting a
+    copy never touches the cache), built beside, sealed and renamed into place. Other views of the same
+    refine folder (earlier image sets) are removed: the maps themselves stay."""
     import shutil
 
-    from ..cache import entry_path, read_skip, remove_other_sets
+    from ..cache import entry_path, read_skip, remove_other_sets, seal, verified_digest
 
     view_dir = Path(view_dir)
     tmp = view_dir.parent / f".{view_dir.name}.tmp"
@@ -252,25 +255,30 @@ def build_masks_view(
     for image_id in image_ids:
         src = entry_path(masks_dir, "refine", keys[image_id])
         if src.is_file():
-            link_or_copy(src, tmp / f"{image_id}.png")
+            verified_digest("refine", src, image_id)
+            shutil.copy2(src, tmp / f"{image_id}.png")
             continue
         record = read_skip(masks_dir, keys[image_id])
         if record is None:
             raise DatasetError(f"image {image_id}: no label map at {src}; run the refine stage first")
         skipped.append({"image_id": image_id, "stage": record["stage"], "reason": record["reason"]})
     atomic_write_text(tmp / SKIPPED_CSV, skipped_csv_text(skipped))
+    seal(tmp, view_dir, view_dir.name)
     publish(tmp, view_dir, existing="replace")
     remove_other_sets(view_dir.parent, view_dir.name)
     return len(image_ids) - len(skipped), skipped
 
 
-def build_latest(views: dict[Path, str], parameters: dict[str, dict], out_dir: str | os.PathLike) -> list[Path]:
+def build_latest(views: dict[Path, str], parameters: dict[str, dict], out_dir: str | os.PathLike,
+                 key: str | None = None) -> list[Path]:
     """``out_dir`` = the current runs' masks by image name, whatever the hashes: ``<out_dir>/<image>.png``
     for a single run, ``<out_dir>/<label>/<image>.png`` per run of a sweep (label = the swept values, e.g.
     ``threshold=0.1``); each folder also gets ``parameters.csv`` (the run's parameters) and the view's
-    ``skipped.csv``. Files are hard links to the per-image maps. Built beside and renamed into place."""
+    ``skipped.csv``. Files are copies (editing one never touches the cache). Built beside, sealed for
+    ``key`` (what the config shows, :func:`pnp_ovss.cache.check_view`) and renamed into place."""
     import shutil
 
+    from ..cache import seal
     from ..report import write_parameters_table
 
     out_dir = Path(out_dir)
@@ -282,8 +290,10 @@ def build_latest(views: dict[Path, str], parameters: dict[str, dict], out_dir: s
         target.mkdir(parents=True, exist_ok=True)
         for src in sorted(Path(view).iterdir()):
             if src.suffix in (".png", ".csv"):
-                link_or_copy(src, target / src.name)
+                shutil.copy2(src, target / src.name)
         write_parameters_table(parameters[label], target / PARAMETERS_CSV)
         folders.append(out_dir / label if label else out_dir)
+    if key is not None:
+        seal(tmp, out_dir, key)
     publish(tmp, out_dir, existing="replace")
     return folders

@@ -1,0 +1,222 @@
+"""What can be known about a checkpoint without loading it (no torch): its files in a local directory or the
+Hugging Face cache, its ``config.json`` (cross-attention layers and heads), the caption limit of its backend,
+and whether the Hub can provide it (one short probe, no retries).
+
+The parse-time checks (:mod:`pnp_ovss.checks`) and the model loaders (:mod:`pnp_ovss.model`, the backends)
+share these facts, so the parse refuses exactly what the job would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+#: the released code's max_txt_len: BLIP captions are truncated (and the straightforward path padded) to it
+MAX_TEXT_LEN = 500
+#: RoBERTa's positions (BridgeTower's text encoder): captions are truncated to this many tokens at most
+ROBERTA_MAX_TEXT_LEN = 512
+#: seconds the Hub probe waits for an answer
+PROBE_TIMEOUT = 3.0
+OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+def looks_like_hub_id(model: str) -> bool:
+    """``org/name`` (as every BLIP checkpoint on the Hub) and not an existing path."""
+    return bool(HUB_ID.match(str(model))) and not _exists(Path(str(model)).expanduser())
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except (OSError, ValueError):  # a name no file system takes (too long, NUL): not a path
+        return False
+
+
+def cached_file(model: str, name: str) -> Path | None:
+    """``name`` of the Hub checkpoint ``model`` in the Hugging Face cache, or None (not cached, or no cache)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(str(model), name)
+    except Exception:  # noqa: BLE001 - an id the cache cannot hold: nothing cached
+        return None
+    return Path(found) if isinstance(found, str) else None
+
+
+def checkpoint_file(model: str, name: str) -> Path | None:
+    """``name`` of a checkpoint: in its local directory, else in the Hugging Face cache; None when absent."""
+    local = Path(str(model)).expanduser() / name
+    try:
+        if local.is_file():
+            return local
+    except (OSError, ValueError):
+        return None
+    return cached_file(model, name) if looks_like_hub_id(model) else None
+
+
+def read_checkpoint_config(model: str) -> tuple[dict, Path] | None:
+    """The checkpoint's config.json as a dict and where it was read from; None when it is not at hand offline
+    (or unreadable: the job that loads the model says why)."""
+    path = checkpoint_file(model, "config.json")
+    if path is None:
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8")), path
+    except (OSError, ValueError):
+        return None
+
+
+#: where config.json keeps the cross-attention layers and heads per ``model_type``, with the config classes'
+#: defaults for keys a checkpoint leaves out (save_pretrained writes only what differs from them)
+CROSS_ATTENTION_LAYOUT = {
+    # BLIP: the text encoder's layers cross-attend to the image (BlipTextConfig: 12 layers, 8 heads)
+    "blip": {"layers": (("text_config", "num_hidden_layers"), 12), "heads": (("text_config", "num_attention_heads"), 8)},
+    # BridgeTower: the cross-modal text layers (BridgeTowerConfig 6, BridgeTowerTextConfig 12 heads)
+    "bridgetower": {"layers": (("num_hidden_layers",), 6), "heads": (("text_config", "num_attention_heads"), 12)},
+}
+
+
+def _lookup(config: dict, keys: tuple[str, ...], default: int) -> int:
+    node = config
+    for key in keys:
+        node = node.get(key) if isinstance(node, dict) else None
+        if node is None:
+            return default
+    return int(node)
+
+
+def cross_attention_layers_heads(config: dict, backend: str) -> tuple[int, int] | None:
+    """(layers, heads) of the cross-attention GradCAM reads (1-based layers, 0-based heads), from a config.json
+    dict; None for a backend whose layout is not known here."""
+    layout = CROSS_ATTENTION_LAYOUT.get(backend)
+    if layout is None:
+        return None
+    return _lookup(config, *layout["layers"]), _lookup(config, *layout["heads"])
+
+
+def caption_token_limit(backend: str, tokenizer) -> int:
+    """The most tokens (special tokens included) a caption may have: BLIP truncates at the released max_txt_len
+    (:data:`MAX_TEXT_LEN`), BridgeTower at its tokenizer's ``model_max_length``, at most RoBERTa's 512."""
+    if backend == "bridgetower":
+        return min(int(getattr(tokenizer, "model_max_length", None) or ROBERTA_MAX_TEXT_LEN), ROBERTA_MAX_TEXT_LEN)
+    return MAX_TEXT_LEN
+
+
+def local_tokenizer(model: str):
+    """The checkpoint's tokenizer from its local directory or the Hugging Face cache, or None (not at hand)."""
+    try:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(str(model), local_files_only=True)
+    except Exception:  # noqa: BLE001 - no tokenizer files at hand: nothing to count with
+        return None
+
+
+# --- availability of a Hub checkpoint -------------------------------------------------------------
+
+
+def offline_variable(environ=None) -> str | None:
+    """``HF_HUB_OFFLINE=1`` (or ``TRANSFORMERS_OFFLINE``) as set, or None when neither forbids downloads."""
+    environ = os.environ if environ is None else environ
+    for name in OFFLINE_VARIABLES:
+        value = str(environ.get(name, "")).strip()
+        if value.upper() in ("1", "ON", "YES", "TRUE"):
+            return f"{name}={value}"
+    return None
+
+
+def is_cached(model: str) -> bool:
+    """Whether the Hugging Face cache holds the Hub checkpoint's config.json and its weights."""
+    return cached_file(model, "config.json") is not None and any(cached_file(model, w) for w in WEIGHT_FILES)
+
+
+def hub_cache_dir() -> str:
+    from huggingface_hub import constants
+
+    return str(constants.HF_HUB_CACHE)
+
+
+def hub_endpoint() -> str:
+    from huggingface_hub import constants
+
+    return str(constants.ENDPOINT)
+
+
+def weight_bytes(files: list[tuple[str, int | None]]) -> int | None:
+    """Bytes of the weights a download fetches: the safetensors files if there are any, else the .bin files;
+    None when the sizes are unknown."""
+    for suffix in (".safetensors", ".bin"):
+        sizes = [size for name, size in files if name.endswith(suffix)]
+        if sizes:
+            return None if any(s is None for s in sizes) else int(sum(sizes))
+    return None
+
+
+def human_bytes(n: int) -> str:
+    for unit in ("bytes", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.2f} {unit}"
+        n /= 1000
+    return f"{n:.2f} TB"
+
+
+@dataclass(frozen=True)
+class HubProbe:
+    """One answer of the Hub about a checkpoint: reachable with the weights' size, or the error."""
+
+    reachable: bool
+    weight_bytes: int | None = None
+    error: str = ""
+
+
+def probe_hub(model: str, timeout: float = PROBE_TIMEOUT) -> HubProbe:
+    """One request for the checkpoint's file list with sizes (``model_info(files_metadata=True)``), no retries."""
+    try:
+        from huggingface_hub import HfApi
+
+        info = HfApi().model_info(str(model), files_metadata=True, timeout=timeout)
+    except Exception as exc:  # noqa: BLE001 - any failure means: the Hub cannot provide it now
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        return HubProbe(False, error=f"{type(exc).__name__}: {first}"[:300])
+    files = [(s.rfilename, s.size) for s in (info.siblings or [])]
+    return HubProbe(True, weight_bytes(files))
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Whether the jobs can load a checkpoint: ``problem`` (they cannot; what to do) or ``note`` (what will
+    happen first, e.g. a download), or neither (a local directory, or already cached)."""
+
+    problem: str | None = None
+    note: str | None = None
+
+
+def model_availability(model: str, key: str = "gradcam.model", environ=None, probe=probe_hub) -> Availability:
+    """A Hub id neither in the cache nor downloadable is a problem: with an offline flag at once, else after one
+    short probe of the Hub; a downloadable one gives a note with the size of its weights."""
+    if not looks_like_hub_id(model) or is_cached(model):
+        return Availability()
+    cache = hub_cache_dir()
+    fix = (f"download it once where the Hub can be reached (`hf download {model}`, into this cache or one that "
+           f"HF_HOME points at), or point {key} at a local checkpoint directory")
+    offline = offline_variable(environ)
+    if offline:
+        return Availability(problem=(
+            f"{key} {model} is not in the Hugging Face cache ({cache}) and {offline} forbids downloading it: {fix}"
+        ))
+    answer = probe(model)
+    if not answer.reachable:
+        return Availability(problem=(
+            f"{key} {model} is not in the Hugging Face cache ({cache}) and the Hub ({hub_endpoint()}) cannot be "
+            f"reached ({answer.error}): {fix}"
+        ))
+    size = human_bytes(answer.weight_bytes) if answer.weight_bytes is not None else "size unknown"
+    return Availability(note=(
+        f"{key} {model} is not in the Hugging Face cache ({cache}): the first job that needs it downloads it from "
+        f"{hub_endpoint()} ({size} of weights)"
+    ))

@@ -1,0 +1,25 @@
+"""Rule views: latest/, miou.csv, last-run.yaml and runs.csv for the current config (logic in pnp_ovss.stages.views)."""
+from pathlib import Path
+
+from pnp_ovss.layout import RUNS_CSV
+from pnp_ovss.stages.views import publish_views
+from pnp_ovss.summary import last_run_text
+from pnp_ovss.workflow import stage_logger
+
+sm = snakemake  # noqa: F821 (injected by Snakemake)
+log = stage_logger(sm.log[0], "views")
+paths = {k: Path(v) for k, v in sm.params.paths.items()}
+out = paths["latest"].parent
+publish_views(
+    keys=dict(sm.params.view_keys),
+    latest=paths["latest"],
+    masks_views={Path(view): label for view, label in sm.params.runs.items()},
+    parameters=dict(sm.params.parameters),
+    tables=[Path(p) for p in sm.input.tables],
+    miou=paths.get("miou", out / "miou.csv"),
+    ledger=out / RUNS_CSV,
+    last_run=paths["last_run"],
+    last_run_text=last_run_text(sm.config, paths["last_run"]),
+    stamps=[Path(p) for p in sm.params.stamps],
+    log=log,
+)
