@@ -19,7 +19,7 @@ rule refine:
         gradcam_dir=lambda wc: f"{OUT}/gradcam/{PLAN.upstream(wc.rh)}",
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=lambda wc: PLAN.refine_mem_mb(wc.rh, wc.job),  # its largest image (README "Refine speed")
     conda:
         "../envs/pnp-ovss.yaml"
     script:

@@ -146,6 +146,21 @@ def test_an_image_above_max_pixels_is_refused_from_its_header_naming_the_file_si
     assert read_image(images / "huge.png", ds.reading).shape == (816, 1224, 3)
 
 
+def test_a_refine_job_asks_for_the_memory_of_its_largest_image(tmp_path):
+    from pnp_ovss.workflow import make_plan
+
+    images = tmp_path / "photos"
+    images.mkdir()
+    Image.new("RGB", (5000, 5000)).save(images / "big.png")  # 25 MP, a small file
+    Image.fromarray(rgb_picture()).save(images / "small.png")
+    plan = make_plan({"dataset": "folder", "images": str(images), "classes": "cat", "results": str(tmp_path / "r"),
+                      "shard_size": 1, "mode": "clean"})
+    rh = plan.runs[0].refine
+    mem = {job.ids[0]: plan.refine_mem_mb(rh, job.name) for job in plan.stage_jobs[rh]}
+    assert mem["small"] == 4000
+    assert mem["big"] == int((0.75 * 2**30 + 318 * 25_000_000) * 1.2 / 1e6) + 1  # about 10.5 GB
+
+
 def test_dry_run_refuses_an_oversized_image_before_any_job(tmp_path, repo_copy):
     images = tmp_path / "photos"
     images.mkdir()

@@ -137,6 +137,13 @@ def test_deleting_one_entry_of_each_stage_recomputes_exactly_that_image_and_what
     assert snapshot(out_dir / "latest") == before["latest"] and (out_dir / "miou.csv").read_bytes() == before["miou"]
     _, out = run(wf, *args, dry=True)
     assert "Nothing to be done" in out and to_compute(out) == {"labels": 0, "gradcam": 0, "refine": 0}
+    # the evaluation entry (a shard's confusion matrix): only it and the tables it feeds
+    next((out_dir / "eval").glob("*/shards/*.npz")).unlink()
+    _, out = run(wf, *args, dry=True)
+    jobs = planned_jobs(out)
+    assert jobs.get("evaluate_shard") == 1 and not {"labels", "gradcam", "refine"} & set(jobs)
+    run(wf, *args)
+    assert (out_dir / "miou.csv").read_bytes() == before["miou"]
 
 
 def test_a_damaged_mask_or_store_is_set_aside_named_and_recomputed_never_copied_into_a_view(demo):

@@ -32,6 +32,10 @@ from .io import atomic_write_text
 from .ordering import faithful_order, make_shards, shard_name
 
 
+#: refine's peak memory per pixel of the image (DenseCRF at full resolution; benchmarks/refine_memory.py)
+REFINE_BYTES_PER_PIXEL = 318
+
+
 @dataclass
 class StageJob:
     """One job of one stage on one shard: its images, their keys at this stage, and which lack a result."""
@@ -125,6 +129,18 @@ class Plan:
     def job_output(self, job: StageJob) -> str:
         suffix = ".npz" if job.stage == "evaluate" else ".json"
         return f"{self.records_dir(job.stage, job.stage_hash)}/{job.name}{suffix}"
+
+    def refine_mem_mb(self, stage_hash: str, name: str) -> int:
+        """The memory a refine job asks for: its largest image by the fit of benchmarks/refine_memory.py
+        (0.75 GiB + 318 bytes per pixel, README "Refine speed"), with a fifth more, and at least 4000 MB."""
+        pixels = 0
+        for image_id in self.job(stage_hash, name).ids:
+            try:
+                h, w = self.dataset.working_size(image_id)
+            except Exception:  # noqa: BLE001 - an unreadable image fails in its job, with its name
+                continue
+            pixels = max(pixels, h * w)
+        return max(4000, int((0.75 * 2**30 + REFINE_BYTES_PER_PIXEL * pixels) * 1.2 / 1e6) + 1)
 
     def upstream_output(self, stage_hash: str, name: str) -> list[str]:
         """The record of the upstream stage's job on the same shard."""
