@@ -21,7 +21,7 @@ import json
 import os
 from pathlib import Path
 
-from .io import atomic_write_json
+from .io import ImageHeader, atomic_write_json, read_header
 from .ordering import batches_of
 
 MISSING = "missing"
@@ -46,11 +46,9 @@ def sha256_of_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-class DigestCache:
-    """sha256 of files, remembered by (absolute path, size, mtime_ns) in a JSON file.
-
-    A file that does not exist has the digest ``"missing"`` (the stage that reads it reports the error).
-    """
+class _StatMemo:
+    """Values computed from files, remembered by (absolute path, size, mtime_ns) in a JSON file; a damaged
+    or read-only memo only costs recomputing them."""
 
     def __init__(self, path: str | os.PathLike | None = None):
         self.path = Path(path) if path is not None else None
@@ -62,7 +60,32 @@ class DigestCache:
                 if isinstance(data, dict):
                     self.entries = {k: v for k, v in data.items() if isinstance(v, list) and len(v) == 3}
             except (OSError, ValueError):
-                self.entries = {}  # a damaged cache only costs a re-read of the files
+                self.entries = {}
+
+    def remembered(self, p: Path, st: os.stat_result):
+        entry = self.entries.get(str(p.resolve()))
+        if entry and entry[0] == st.st_size and entry[1] == st.st_mtime_ns:
+            return entry[2]
+        return None
+
+    def remember(self, p: Path, st: os.stat_result, value) -> None:
+        self.entries[str(p.resolve())] = [st.st_size, st.st_mtime_ns, value]
+        self.dirty = True
+
+    def save(self) -> None:
+        if self.dirty and self.path is not None:
+            try:
+                atomic_write_json(self.path, self.entries)
+            except OSError:
+                pass  # a read-only results folder: recomputed next time
+            self.dirty = False
+
+
+class DigestCache(_StatMemo):
+    """sha256 of files, remembered by (absolute path, size, mtime_ns) in a JSON file.
+
+    A file that does not exist has the digest ``"missing"`` (the stage that reads it reports the error).
+    """
 
     def digest(self, path: str | os.PathLike | None) -> str:
         if path is None:
@@ -74,70 +97,36 @@ class DigestCache:
             return MISSING
         if not p.is_file():
             return MISSING
-        name = str(p.resolve())
-        entry = self.entries.get(name)
-        if entry and entry[0] == st.st_size and entry[1] == st.st_mtime_ns:
-            return str(entry[2])
+        known = self.remembered(p, st)
+        if known is not None:
+            return str(known)
         try:
             value = sha256_of_file(p)
         except OSError:
             return MISSING
-        self.entries[name] = [st.st_size, st.st_mtime_ns, value]
-        self.dirty = True
+        self.remember(p, st, value)
         return value
 
-    def save(self) -> None:
-        if self.dirty and self.path is not None:
-            try:
-                atomic_write_json(self.path, self.entries)
-            except OSError:
-                pass  # a read-only results folder: digests are recomputed next time
-            self.dirty = False
 
-
-class HeaderCache:
-    """Image headers (:class:`pnp_ovss.io.ImageHeader`), remembered by (absolute path, size, mtime_ns) in a
-    JSON file, so a rerun's parse opens only new or changed images."""
-
-    def __init__(self, path: str | os.PathLike | None = None):
-        self.path = Path(path) if path is not None else None
-        self.entries: dict[str, list] = {}
-        self.dirty = False
-        if self.path is not None and self.path.is_file():
-            try:
-                data = json.loads(self.path.read_text(encoding="utf-8"))
-                self.entries = {k: v for k, v in data.items() if isinstance(v, list) and len(v) == 3} \
-                    if isinstance(data, dict) else {}
-            except (OSError, ValueError):
-                self.entries = {}
+class HeaderCache(_StatMemo):
+    """Image headers (:class:`pnp_ovss.io.ImageHeader`), remembered by (absolute path, size, mtime_ns), so a
+    rerun's parse opens only new or changed images."""
 
     def header(self, path: str | os.PathLike):
-        from .io import ImageHeader, read_header
-
         p = Path(path)
         try:
             st = p.stat()
         except OSError:
             return read_header(p)  # the DatasetError naming the file
-        name = str(p.resolve())
-        entry = self.entries.get(name)
-        if entry and entry[0] == st.st_size and entry[1] == st.st_mtime_ns and isinstance(entry[2], dict):
+        known = self.remembered(p, st)
+        if isinstance(known, dict):
             try:
-                return ImageHeader(**entry[2])
+                return ImageHeader(**known)
             except TypeError:
                 pass
         header = read_header(p)
-        self.entries[name] = [st.st_size, st.st_mtime_ns, dict(header.__dict__)]
-        self.dirty = True
+        self.remember(p, st, dict(header.__dict__))
         return header
-
-    def save(self) -> None:
-        if self.dirty and self.path is not None:
-            try:
-                atomic_write_json(self.path, self.entries)
-            except OSError:
-                pass
-            self.dirty = False
 
 
 def annotation_files(dataset, image_id: str, protocol: str) -> list[Path]:
