@@ -13,7 +13,7 @@ VIEW_STAMP, SETTLED_STAMP = views_stamps(PLAN, VIEW_KEYS, _repairs)
 
 rule views:
     input:
-        jobs=[PLAN.job_output(j) for j in PLAN.jobs.values() if j.stage != "search"],
+        jobs=[PLAN.job_output(j) for j in PLAN.pipeline_jobs()],
         masks=[masks_view(h) for h in dict.fromkeys(run.refine for run in PLAN.runs)],
         tables=[f"{OUT}/eval/{run.evaluate}/{PLAN.eval_sets[run.evaluate]}/{MIOU_CSV}" for run in PLAN.runs]
         if PLAN.evaluates

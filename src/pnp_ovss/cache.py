@@ -6,7 +6,7 @@ written whole and then renamed into place, so an entry that exists is complete; 
 A result is reused by every run whose key for that image is the same, whatever the shards, the limit or
 the sweep.
 
-Every entry is sealed when written: ``<entry>.seal`` records each of its files' size, mtime and sha256 and
+Every entry is sealed when written: ``.<entry>.seal`` beside it records each of its files' size, mtime and sha256 and
 the digest of the upstream entry it was made from. An entry is reused only when its files still match its
 seal (a changed size or mtime is re-hashed, so a copied results folder stays valid) and its upstream is
 still the one it was made from; otherwise the parse moves it to ``<stage folder>/damaged/`` with a warning
@@ -77,7 +77,9 @@ def read_skip(stage_dir, key: str) -> dict | None:
 
 
 def seal_path(entry: str | os.PathLike) -> Path:
-    return Path(f"{entry}{SEAL}")
+    """``<folder>/.<name>.seal``: hidden beside the entry (or view), so that listings of results show results."""
+    entry = Path(entry)
+    return entry.parent / f".{entry.name}{SEAL}"
 
 
 def _files_of(entry: Path) -> list[tuple[str, Path]]:

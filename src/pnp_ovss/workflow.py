@@ -147,6 +147,11 @@ class Plan:
         up = self.job(stage_hash, name).upstream
         return [self.job_output(up)] if up is not None else []
 
+    def pipeline_jobs(self) -> list[StageJob]:
+        """The jobs `snakemake` (the default target) runs: every stage's, evaluation only with ground truth,
+        not the search's."""
+        return [j for j in self.jobs.values() if j.stage != "search" and (j.stage != "evaluate" or self.evaluates)]
+
     def all_jobs(self, stage_hash: str) -> list[str]:
         return [self.job_output(j) for j in self.stage_jobs[stage_hash]]
 
@@ -421,7 +426,7 @@ def views_stamps(plan: Plan, keys: dict[str, str], repairs: list[str]) -> tuple[
     every job that has work (Snakemake does not run a job whose output is missing when everything
     downstream of it exists)."""
     settled = key_of("views", sorted(keys.items()))[:16]
-    todo = sorted(plan.job_output(j) for j in plan.jobs.values() if j.needed and j.stage != "search")
+    todo = sorted(plan.job_output(j) for j in plan.pipeline_jobs() if j.needed)
     if not todo and not repairs:
         return settled, settled
     return key_of(settled, todo, repairs)[:16], settled
