@@ -196,7 +196,9 @@ def test_a_copied_results_folder_without_snakemake_metadata_shows_the_config_ask
     _, out = run(wf, *args, f"results={copy}", dry=True)
     assert planned_jobs(out) == {"views": 1, "all": 1}
     assert "latest is rebuilt: built for another configuration" in out
-    run(wf, *args, f"results={copy}")
+    _, out = run(wf, *args, f"results={copy}")
+    assert f"pnp-ovss: scores in {copy}/demo/miou.csv" in out  # the end of a run names its outputs
+    assert f"the report: snakemake --report report.html --configfile {copy}/last-run.yaml" in out
     assert snapshot(copy / "demo" / "latest") == fresh_a["latest"]
     assert (copy / "demo" / "miou.csv").read_bytes() == fresh_a["miou"]
     assert "threshold: 0.3" not in (copy / "last-run.yaml").read_text()

@@ -129,10 +129,16 @@ def test_folder_without_annotations_gets_masks_by_name_and_a_prediction_report(r
     classes = ",".join((demo_root() / "classes.txt").read_text().split())
     args = ("--cores", "2", "--config", "dataset=folder", f"images={demo_root() / 'images'}", f"classes={classes}",
             model_config(tiny_model))
-    smk(repo_copy, *args)
+    proc = smk(repo_copy, *args)
     out = repo_copy / "results" / "folder"
     assert sorted(p.stem for p in (out / "latest").glob("*.png")) == sorted(DEMO_IDS)
-    assert not (out / "miou.csv").exists()  # nothing to score against
+    assert not (out / "miou.csv").exists()  # nothing to score against, and the end of the run says so
+    said = proc.stdout + proc.stderr
+    assert "pnp-ovss: no miou.csv: this folder run has no ground truth to score against" in said
+    assert "pnp-ovss: masks by image name in results/folder/latest/" in said
+    assert "%|" not in said  # no progress bars where stderr is not a terminal
+    again = smk(repo_copy, "-n", *args)
+    assert "Nothing to be done" in again.stdout + again.stderr  # a rerun plans nothing
     overlays = list(out.glob("report/*/set-*/overlays/*.png"))
     assert sorted(p.stem for p in overlays) == sorted(DEMO_IDS)
     with Image.open(overlays[0]) as im:  # the prediction panel only: as wide as the image

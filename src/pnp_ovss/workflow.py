@@ -378,10 +378,19 @@ def view_keys(plan: Plan, config: dict) -> dict[str, str]:
     ``miou`` (each run's evaluation set), ``last_run`` (the whole ``config``)."""
     runs = [(plan.run_label(r), plan.views[r.refine], plan.eval_sets[r.evaluate], plan.run_parameters(r.evaluate))
             for r in plan.runs]
-    keys = {"latest": key_of("latest", plan.out, runs), "last_run": key_of("last-run", dict(config))}
+    keys = {"latest": key_of("latest", plan.out, runs), "last_run": key_of("last-run", without_scheduling(config))}
     if plan.evaluates:
         keys["miou"] = key_of("miou", [(r.evaluate, plan.eval_sets[r.evaluate]) for r in plan.runs])
     return keys
+
+
+def without_scheduling(config: dict) -> dict:
+    """The config without the keys that only cut or place jobs (``shard_size``, ``gradcam.threads``): a change
+    of them alone plans nothing, not even a rewrite of ``last-run.yaml``."""
+    cfg = {k: v for k, v in dict(config).items() if k != "shard_size"}
+    if isinstance(cfg.get("gradcam"), dict):
+        cfg["gradcam"] = {k: v for k, v in cfg["gradcam"].items() if k != "threads"}
+    return cfg
 
 
 def view_paths(plan: Plan, results: str) -> dict[str, Path]:
