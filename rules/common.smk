@@ -13,9 +13,9 @@ from pnp_ovss.layout import (
     BEST_YAML, VIEWS_DIR, CHART_PNG, HEATMAP_PNG, LAST_RUN_YAML, LATEST_DIR, MIOU_CSV, OVERLAYS_DIR, PARAMETERS_CSV,
     PER_CLASS_CSV, REWARDS_CSV, SKIPPED_CSV, SUMMARY_CSV, THRESHOLD_PNG,
 )
-from pnp_ovss.model import check_model_choice, unknown_piece_warnings
-from pnp_ovss.workflow import check_views, make_plan, plan_summary, plan_warnings, sync_job_records
-from pnp_ovss.workflow import view_keys, view_paths, views_stamps
+from pnp_ovss.backends.checkpoints import check_model_choice, unknown_piece_warnings
+from pnp_ovss.plan import check_views, make_plan, plan_summary, plan_warnings, sync_job_records
+from pnp_ovss.plan import view_keys, view_paths, views_stamps
 
 # `--config refine="{threshold: 0.3}"` arrives with string leaves, and dotted keys (from a config file
 # or the API) are nested sections: normalise both before validating.
@@ -75,24 +75,10 @@ wildcard_constraints:
     score=r"score-[0-9a-f]{16}",
 
 
-def stage_params(stage_hash):
-    return PLAN.table[stage_hash]
-
-
 def job_ids(wildcards):
     """The images of a shard job (which of them still need work is decided again when the job runs)."""
     stage_hash = next(getattr(wildcards, w) for w in ("lh", "gh", "rh", "eh", "mh") if hasattr(wildcards, w))
     return PLAN.job(stage_hash, wildcards.job).ids
-
-
-def job_keys(stage_hash, name):
-    job = PLAN.job(stage_hash, name)
-    up = job.upstream
-    return {"keys": job.keys, "upstream": up.keys if up is not None else None, "shard": job.shard}
-
-
-def masks_view(refine_hash):
-    return f"{OUT}/masks/{refine_hash}/{PLAN.views[refine_hash]}"
 
 
 def final_targets():
@@ -100,7 +86,7 @@ def final_targets():
     chart); the masks by image name (results/<dataset>/latest/); the dataset-level miou.csv with one row
     per run (sweep combination) where there is ground truth."""
     targets = [f"{OUT}/{VIEWS_DIR}/{VIEW_STAMP}"]  # latest/, miou.csv, last-run.yaml (rules/views.smk)
-    targets += [f"{OUT}/report/{run.evaluate}/{PLAN.eval_sets[run.evaluate]}/{PARAMETERS_CSV}" for run in PLAN.runs]
+    targets += [f"{PLAN.report_dir(run.evaluate)}/{PARAMETERS_CSV}" for run in PLAN.runs]
     if PLAN.evaluates:
-        targets += [f"{OUT}/report/{run.evaluate}/{PLAN.eval_sets[run.evaluate]}/{CHART_PNG}" for run in PLAN.runs]
+        targets += [f"{PLAN.report_dir(run.evaluate)}/{CHART_PNG}" for run in PLAN.runs]
     return targets

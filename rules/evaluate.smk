@@ -11,10 +11,10 @@ rule evaluate_shard:
     log:
         f"{OUT}/logs/evaluate/{{eh}}/{{job}}.log",
     params:
-        stage=lambda wc: stage_params(wc.eh),
+        stage=lambda wc: PLAN.table[wc.eh],
         ids=job_ids,
-        work=lambda wc: job_keys(wc.eh, wc.job),
-        masks_dir=lambda wc: f"{OUT}/masks/{PLAN.upstream(wc.eh)}",
+        work=lambda wc: PLAN.job_work(wc.eh, wc.job),
+        upstream_dir=lambda wc: PLAN.upstream_dir(wc.eh),
     threads: 1
     conda:
         "../envs/pnp-ovss.yaml"
@@ -37,7 +37,7 @@ rule evaluate:
     log:
         f"{OUT}/logs/evaluate/{{eh}}/{{view}}.log",
     params:
-        stage=lambda wc: stage_params(wc.eh),
+        stage=lambda wc: PLAN.table[wc.eh],
         run=lambda wc: PLAN.run_parameters(wc.eh),
     conda:
         "../envs/pnp-ovss.yaml"

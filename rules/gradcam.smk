@@ -13,10 +13,10 @@ rule gradcam:
     benchmark:
         f"{OUT}/benchmarks/gradcam/{{gh}}/{{job}}.tsv"
     params:
-        stage=lambda wc: stage_params(wc.gh),
+        stage=lambda wc: PLAN.table[wc.gh],
         ids=job_ids,
-        work=lambda wc: job_keys(wc.gh, wc.job),
-        labels_dir=lambda wc: f"{OUT}/labels/{PLAN.upstream(wc.gh)}",
+        work=lambda wc: PLAN.job_work(wc.gh, wc.job),
+        upstream_dir=lambda wc: PLAN.upstream_dir(wc.gh),
         device=config["gradcam"]["device"],
     threads: MODEL_JOB_THREADS  # GPU: a few (gradcam.threads); CPU: every core (capped at --cores)
     resources:

@@ -9,12 +9,12 @@ rule labels:
     log:
         f"{OUT}/logs/labels/{{lh}}/{{job}}.log",
     params:
-        stage=lambda wc: stage_params(wc.lh),
+        stage=lambda wc: PLAN.table[wc.lh],
         ids=job_ids,
-        work=lambda wc: job_keys(wc.lh, wc.job),
+        work=lambda wc: PLAN.job_work(wc.lh, wc.job),
         answers=f"{OUT}/labels/gpt4o-answers",
     resources:
-        openai=lambda wc: 1 if stage_params(wc.lh)["source"] == "gpt4o" else 0,
+        openai=lambda wc: 1 if PLAN.table[wc.lh]["source"] == "gpt4o" else 0,
     conda:
         "../envs/pnp-ovss.yaml"
     script:

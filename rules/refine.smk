@@ -13,10 +13,10 @@ rule refine:
     benchmark:
         f"{OUT}/benchmarks/refine/{{rh}}/{{job}}.tsv"
     params:
-        stage=lambda wc: stage_params(wc.rh),
+        stage=lambda wc: PLAN.table[wc.rh],
         ids=job_ids,
-        work=lambda wc: job_keys(wc.rh, wc.job),
-        gradcam_dir=lambda wc: f"{OUT}/gradcam/{PLAN.upstream(wc.rh)}",
+        work=lambda wc: PLAN.job_work(wc.rh, wc.job),
+        upstream_dir=lambda wc: PLAN.upstream_dir(wc.rh),
     threads: 1
     resources:
         mem_mb=lambda wc: PLAN.refine_mem_mb(wc.rh, wc.job),  # its largest image (README "Refine speed")
@@ -35,7 +35,7 @@ rule masks:
         f"{OUT}/logs/refine/{{rh}}/{{view}}.log",
     params:
         ids=lambda wc: PLAN.image_ids,
-        refine_keys=lambda wc: {i: k for j in PLAN.stage_jobs[wc.rh] for i, k in j.keys.items()},
+        refine_keys=lambda wc: PLAN.stage_keys(wc.rh),
     conda:
         "../envs/pnp-ovss.yaml"
     script:

@@ -2,7 +2,7 @@
 # per-class IoU bar chart (runs with ground truth) and the run's parameters; `snakemake --report report.html`
 # collects them. results/<dataset>/latest/ holds the masks of the current runs by image name.
 
-_REPORT_INPUTS = {"masks": lambda wc: masks_view(PLAN.upstream(wc.eh))}
+_REPORT_INPUTS = {"masks": lambda wc: PLAN.masks_view(PLAN.upstream(wc.eh))}
 _REPORT_OUTPUTS = {
     "overlays": report(
         directory(f"{OUT}/report/{{eh}}/{{view}}/{OVERLAYS_DIR}"),

@@ -14,10 +14,10 @@ rule search_maps:
     benchmark:
         f"{OUT}/benchmarks/search/{{mh}}/{{job}}.tsv"
     params:
-        stage=lambda wc: stage_params(wc.mh),
+        stage=lambda wc: PLAN.table[wc.mh],
         ids=job_ids,
-        work=lambda wc: job_keys(wc.mh, wc.job),
-        labels_dir=lambda wc: f"{OUT}/labels/{PLAN.upstream(wc.mh)}",
+        work=lambda wc: PLAN.job_work(wc.mh, wc.job),
+        upstream_dir=lambda wc: PLAN.upstream_dir(wc.mh),
         device=config["gradcam"]["device"],
         batch_size=config["search"]["batch_size"],
     threads: MODEL_JOB_THREADS  # as the gradcam jobs
@@ -45,10 +45,10 @@ rule search_score:
         f"{OUT}/benchmarks/search/{{mh}}/{{score}}.tsv"
     params:
         stage=lambda wc: PLAN.search.score_params,
-        maps_params=lambda wc: stage_params(wc.mh),
+        maps_params=lambda wc: PLAN.table[wc.mh],
         ids=PLAN.search.image_ids,
         image_keys=lambda wc: {i: PLAN.image_key(wc.mh, i) for i in PLAN.search.image_ids},
-        maps_dir=lambda wc: f"{OUT}/search/{wc.mh}",
+        maps_dir=lambda wc: PLAN.stage_dir("search", wc.mh),
         device=config["gradcam"]["device"],
         batch_size=config["search"]["batch_size"],
     threads: MODEL_JOB_THREADS  # as the gradcam jobs

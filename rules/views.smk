@@ -14,8 +14,8 @@ VIEW_STAMP, SETTLED_STAMP = views_stamps(PLAN, VIEW_KEYS, _repairs)
 rule views:
     input:
         jobs=[PLAN.job_output(j) for j in PLAN.pipeline_jobs()],
-        masks=[masks_view(h) for h in dict.fromkeys(run.refine for run in PLAN.runs)],
-        tables=[f"{OUT}/eval/{run.evaluate}/{PLAN.eval_sets[run.evaluate]}/{MIOU_CSV}" for run in PLAN.runs]
+        masks=[PLAN.masks_view(h) for h in dict.fromkeys(run.refine for run in PLAN.runs)],
+        tables=[f"{PLAN.eval_dir(run.evaluate)}/{MIOU_CSV}" for run in PLAN.runs]
         if PLAN.evaluates
         else [],
     output:
@@ -25,7 +25,7 @@ rule views:
     params:
         view_keys=VIEW_KEYS,
         paths={k: str(v) for k, v in VIEW_PATHS.items()},
-        runs={masks_view(run.refine): PLAN.run_label(run) for run in PLAN.runs},
+        runs={PLAN.masks_view(run.refine): PLAN.run_label(run) for run in PLAN.runs},
         parameters={PLAN.run_label(run): PLAN.run_parameters(run.evaluate) for run in PLAN.runs},
         stamps=[f"{OUT}/{VIEWS_DIR}/{VIEW_STAMP}", f"{OUT}/{VIEWS_DIR}/{SETTLED_STAMP}"],
     conda:

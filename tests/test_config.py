@@ -81,7 +81,7 @@ def test_hash_is_order_independent_and_sensitive_to_values():
 
 
 def test_faithful_shards_that_cut_batches_are_warned_about():
-    from pnp_ovss.workflow import plan_warnings
+    from pnp_ovss.plan import plan_warnings
 
     assert plan_warnings(normalise({})) == []
     assert "not a multiple of gradcam.batch_size 35" in plan_warnings(normalise({"shard_size": 10}))[0]

@@ -102,7 +102,7 @@ def _job(tmp_path, tiny_dir, overlap, name):
     stage_dir = tmp_path / name
     timings = {}
     computed = run_gradcam_job(ds, ids, params, keys={i: f"G{i}" for i in ids}, stage_dir=stage_dir,
-                               manifest=stage_dir / "job.json", upstream_keys={i: f"L{i}" for i in ids},
+                               record=stage_dir / "job.json", upstream_keys={i: f"L{i}" for i in ids},
                                upstream_dir=labels_dir, device="cpu", progress=False, overlap=overlap, timings=timings)
     return ids, stage_dir, computed, timings
 

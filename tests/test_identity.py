@@ -12,7 +12,7 @@ from pnp_ovss.cache import entry_path, write_labels_entry, write_skip
 from pnp_ovss.datasets.folder import demo_root
 from pnp_ovss.identity import DigestCache, gradcam_keys, key_of
 from pnp_ovss.ordering import faithful_order
-from pnp_ovss.workflow import effective_shard_size, make_plan, plan_warnings, sync_job_records
+from pnp_ovss.plan import effective_shard_size, make_plan, plan_warnings, sync_job_records
 from pnp_ovss.config import normalise
 
 

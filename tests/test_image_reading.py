@@ -147,7 +147,7 @@ def test_an_image_above_max_pixels_is_refused_from_its_header_naming_the_file_si
 
 
 def test_a_refine_job_asks_for_the_memory_of_its_largest_image(tmp_path):
-    from pnp_ovss.workflow import make_plan
+    from pnp_ovss.plan import make_plan
 
     images = tmp_path / "photos"
     images.mkdir()

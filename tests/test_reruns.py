@@ -14,7 +14,7 @@ from PIL import Image
 from pnp_ovss.datasets.folder import Demo, demo_root
 from pnp_ovss.ordering import faithful_order
 from pnp_ovss.store import read_image_maps
-from pnp_ovss.workflow import make_plan
+from pnp_ovss.plan import make_plan
 from pnp_ovss.worklog import STAGES, WorkLog
 from test_labels_openai import SECRET_KEY, FakeOpenAIServer
 from test_workflow_run import model_config, planned, smk

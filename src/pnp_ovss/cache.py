@@ -268,7 +268,7 @@ def write_gradcam_entry(stage_dir, key: str, item, stage: str = "gradcam", upstr
     return final
 
 
-def write_manifest(path, stage: str, shard: str, ids: list[str], computed: list[str], skipped: list[str]) -> None:
+def write_job_record(path, stage: str, shard: str, ids: list[str], computed: list[str], skipped: list[str]) -> None:
     """The record a shard job leaves for Snakemake: which images it covered, computed, reused and skipped."""
     atomic_write_json(
         path,

@@ -2,23 +2,17 @@
 from pathlib import Path
 
 from pnp_ovss.config import check_search_refine
-from pnp_ovss.datasets import get_dataset
-from pnp_ovss.protocols import get_protocol
 from pnp_ovss.search.run import run_search
-from pnp_ovss.workflow import set_model_job_threads, stage_logger, write_params_yaml
+from pnp_ovss.stages.job import JobContext
 
-sm = snakemake  # noqa: F821 (injected by Snakemake)
-log = stage_logger(sm.log[0], "search")
-set_model_job_threads(sm.config["gradcam"], sm.threads, log)
-cfg = sm.config
+job = JobContext.from_snakemake(snakemake, "search", model=True)  # noqa: F821 (injected by Snakemake)
+sm = job.snakemake
 out_dir = Path(sm.output.rewards).parent
 params = dict(sm.params.stage, backend=sm.params.maps_params["backend"], model=sm.params.maps_params["model"])
 check_search_refine(params["refine"])
-write_params_yaml(out_dir, params)
-dataset = get_dataset(cfg)
-protocol = get_protocol(dataset.name, cfg["protocol"], dataset.vocabulary, cfg["mmseg_variant"]) if dataset.has_ground_truth else None
+job.write_params(out_dir, params)
 run_search(
-    dataset,
+    job.dataset,
     list(sm.params.ids),
     params,
     keys=dict(sm.params.image_keys),
@@ -26,6 +20,6 @@ run_search(
     out_dir=out_dir,
     device="cpu" if sm.params.device == "cpu" else "auto",
     batch_size=sm.params.batch_size,
-    log=log,
-    protocol=protocol,
+    log=job.log,
+    protocol=job.protocol if job.dataset.has_ground_truth else None,
 )

@@ -2,12 +2,12 @@
 from pathlib import Path
 
 from pnp_ovss.layout import RUNS_CSV
+from pnp_ovss.stages.job import JobContext
 from pnp_ovss.stages.views import publish_views
 from pnp_ovss.summary import last_run_text
-from pnp_ovss.workflow import stage_logger
 
-sm = snakemake  # noqa: F821 (injected by Snakemake)
-log = stage_logger(sm.log[0], "views")
+job = JobContext.from_snakemake(snakemake, "views")  # noqa: F821 (injected by Snakemake)
+sm = job.snakemake
 paths = {k: Path(v) for k, v in sm.params.paths.items()}
 out = paths["latest"].parent
 publish_views(
@@ -21,5 +21,5 @@ publish_views(
     last_run=paths["last_run"],
     last_run_text=last_run_text(sm.config, paths["last_run"]),
     stamps=[Path(p) for p in sm.params.stamps],
-    log=log,
+    log=job.log,
 )

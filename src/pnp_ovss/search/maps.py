@@ -64,7 +64,7 @@ def run_search_maps_job(
     *,
     keys: dict[str, str],
     stage_dir: str | os.PathLike,
-    manifest: str | os.PathLike,
+    record: str | os.PathLike,
     upstream_keys: dict[str, str],
     upstream_dir: str | os.PathLike,
     shard: str = "",
@@ -76,7 +76,7 @@ def run_search_maps_job(
 ) -> list[str]:
     """The search maps of the images of a shard job that have none yet; the others are reused. Logs
     ``computed <id>`` per image through the model; writes the job's record; returns the ids computed."""
-    from ..cache import is_done, listing, write_gradcam_entry, write_manifest, write_skip
+    from ..cache import is_done, listing, write_gradcam_entry, write_job_record, write_skip
     from ..stages.gradcam import image_labels, model_for
     from ..stages.labels import read_label_entries
 
@@ -130,5 +130,5 @@ def run_search_maps_job(
         bar.close()
     log.info("search maps %s: %d images computed, %d reused, %d skipped", shard, len(computed),
              len(image_ids) - len(computed) - len(skipped), len(skipped))
-    write_manifest(manifest, "search", shard, image_ids, computed, skipped)
+    write_job_record(record, "search", shard, image_ids, computed, skipped)
     return computed

@@ -324,7 +324,7 @@ def run_gradcam_job(
     *,
     keys: dict[str, str],
     stage_dir: str | os.PathLike,
-    manifest: str | os.PathLike,
+    record: str | os.PathLike,
     upstream_keys: dict[str, str],
     upstream_dir: str | os.PathLike,
     shard: str = "",
@@ -349,7 +349,7 @@ def run_gradcam_job(
     ``timings`` (a dict) receives the seconds of each side.
     """
     from ..cache import (
-        entry_path, is_done, listing, outdated, verified_digest, write_gradcam_entry, write_manifest, write_skip,
+        entry_path, is_done, listing, outdated, verified_digest, write_gradcam_entry, write_job_record, write_skip,
     )
     from .labels import read_label_entries
 
@@ -414,5 +414,5 @@ def run_gradcam_job(
                  "reads and writes beside the model" if overlap else "one after another")
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             log.info("gradcam %s: peak GPU memory %.2f GiB", shard, torch.cuda.max_memory_allocated() / 2**30)
-    write_manifest(manifest, "gradcam", shard, image_ids, computed, skipped_ids)
+    write_job_record(record, "gradcam", shard, image_ids, computed, skipped_ids)
     return computed

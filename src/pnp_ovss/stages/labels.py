@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from ..errors import DatasetError, LabelError
-from ..cache import is_done, listing, read_labels_entry, write_labels_entry, write_manifest
+from ..cache import is_done, listing, read_labels_entry, write_labels_entry, write_job_record
 from ..io import atomic_write_json, read_json
 from ..labels.openai_live import LiveSettings, query_answers, structured_to_text
 from ..labels.parser import ParsedAnswer, answer_statistics
@@ -129,7 +129,7 @@ def run_labels_job(
     *,
     keys: dict[str, str],
     stage_dir: str | os.PathLike,
-    manifest: str | os.PathLike,
+    record: str | os.PathLike,
     options: dict,
     answers_dir: str | os.PathLike | None,
     shard: str = "",
@@ -137,7 +137,7 @@ def run_labels_job(
 ) -> list[str]:
     """The labels of the images of a shard job that have no entry yet (``<stage_dir>/images/<key>.json``);
     the others are reused. ``options``: ``cfg["labels"]``; ``answers_dir``: the live API's answer cache.
-    Writes the job's manifest; returns the ids computed."""
+    Writes the job's record; returns the ids computed."""
     log = log or LOG
     image_ids = list(image_ids)
     names = listing(stage_dir)
@@ -153,7 +153,7 @@ def run_labels_job(
             params["source"], params["mode"], stats["nothing_confident"], stats["fallback_used"], stats["mean_kept"],
         )
     log.info("labels %s: %d images computed, %d reused", shard, len(todo), len(image_ids) - len(todo))
-    write_manifest(manifest, "labels", shard, image_ids, todo, [])
+    write_job_record(record, "labels", shard, image_ids, todo, [])
     return todo
 
 

@@ -174,7 +174,7 @@ def run_refine_job(
     *,
     keys: dict[str, str],
     stage_dir: str | os.PathLike,
-    manifest: str | os.PathLike,
+    record: str | os.PathLike,
     upstream_keys: dict[str, str],
     upstream_dir: str | os.PathLike,
     shard: str = "",
@@ -186,7 +186,7 @@ def run_refine_job(
     written atomically); the others are reused. An image that GradCAM skipped, or (``on_error: skip``) that
     fails here, gets a ``<key>.skipped.json`` record instead. Returns the ids refined."""
     from ..cache import (
-        entry_path, is_done, listing, outdated, read_skip, verified_digest, write_manifest, write_sealed_bytes, write_skip,
+        entry_path, is_done, listing, outdated, read_skip, verified_digest, write_job_record, write_sealed_bytes, write_skip,
     )
 
     if on_error not in ("fail", "skip"):
@@ -232,7 +232,7 @@ def run_refine_job(
     logger.info("refined %d images in %.1f s (%.2f s/image)", len(computed), elapsed, elapsed / max(len(computed), 1))
     reused = len(image_ids) - len(computed) - len(skipped)
     logger.info("refine %s: %d images computed, %d reused, %d skipped", shard, len(computed), reused, len(skipped))
-    write_manifest(manifest, "refine", shard, image_ids, computed, skipped)
+    write_job_record(record, "refine", shard, image_ids, computed, skipped)
     return computed
 
 

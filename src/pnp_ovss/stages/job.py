@@ -1,0 +1,147 @@
+"""What a running rule script needs, apart from the plan: its logger, torch's threads, the stage folder's
+``params.yaml``, and :class:`JobContext`, which gives a script all of it from Snakemake's ``snakemake``
+object in one line (the rule scripts in ``workflow/scripts/`` are a few lines each)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import yaml
+
+from ..io import atomic_write_text
+
+
+@dataclass
+class JobContext:
+    """One rule job: ``JobContext.from_snakemake(snakemake, "refine")``.
+
+    The rules pass the same names (rules/*.smk): ``params.stage`` (the stage parameters), ``params.ids``
+    (the job's images), ``params.work`` (``keys``, ``upstream`` keys, ``shard``), ``params.upstream_dir``;
+    a shard job's output is its record, ``<stage folder>/<hash>/jobs/<job>.json``.
+    """
+
+    snakemake: object
+    name: str
+    log: logging.Logger
+
+    @classmethod
+    def from_snakemake(cls, snakemake, name: str, *, model: bool = False) -> JobContext:
+        """The job's logger (the rule's log file) and, for a model job (``model``: gradcam, search), torch's
+        thread count (:func:`set_model_job_threads`)."""
+        log = stage_logger(snakemake.log[0], name)
+        if model:
+            set_model_job_threads(snakemake.config["gradcam"], snakemake.threads, log)
+        return cls(snakemake, name, log)
+
+    @property
+    def config(self) -> dict:
+        return self.snakemake.config
+
+    @property
+    def params(self):
+        return self.snakemake.params
+
+    @cached_property
+    def dataset(self):
+        from ..datasets import get_dataset
+
+        return get_dataset(self.config)
+
+    @cached_property
+    def protocol(self):
+        from ..protocols import get_protocol
+
+        ds = self.dataset
+        return get_protocol(ds.name, self.config["protocol"], ds.vocabulary, self.config["mmseg_variant"])
+
+    @property
+    def output(self) -> Path:
+        """The job's first output (a shard job's record)."""
+        return Path(self.snakemake.output[0])
+
+    @property
+    def stage_dir(self) -> Path:
+        """``<stage folder>/<hash>/`` of a shard job (its record is ``jobs/<job>.json`` there)."""
+        return self.output.parent.parent
+
+    def write_params(self, folder: str | os.PathLike | None = None, params: dict | None = None) -> None:
+        """``params.yaml`` of the stage folder (default: the rule's ``params.stage`` in :attr:`stage_dir`)."""
+        write_params_yaml(self.stage_dir if folder is None else folder,
+                          self.params.stage if params is None else params)
+
+    def shard_job(self) -> tuple[list[str], dict, dict]:
+        """``(image ids, stage parameters, keyword arguments)`` of a ``run_<stage>_job`` call: keys, stage
+        folder, record, upstream keys and folder, shard, logger; ``params.yaml`` written first."""
+        work = self.params.work
+        self.write_params()
+        kwargs = {"keys": work["keys"], "stage_dir": self.stage_dir, "record": self.output, "shard": work["shard"],
+                  "log": self.log}
+        if work["upstream"] is not None:
+            kwargs.update(upstream_keys=work["upstream"], upstream_dir=self.params.upstream_dir)
+        return list(self.params.ids), self.params.stage, kwargs
+
+
+def stage_logger(log_path: str | None, name: str) -> logging.Logger:
+    """A logger whose records (and those of every pnp_ovss module) go to the rule's log file."""
+    pkg = logging.getLogger("pnp_ovss")
+    pkg.setLevel(logging.INFO)
+    quiet_progress_bars()
+    if log_path:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        fh = logging.FileHandler(log_path)
+        fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        pkg.addHandler(fh)  # the stage's logger and every package module's propagate here
+        _log_uncaught_errors(logging.getLogger(f"pnp_ovss.{name}"))
+    return logging.getLogger(f"pnp_ovss.{name}")
+
+
+def quiet_progress_bars() -> None:
+    """No progress bars where stderr is not a terminal (a SLURM job's output file, a CI log): one line per
+    event. Our own bars pass ``disable=None`` (tqdm then checks the terminal); Hugging Face's are turned off
+    here, for what is loaded later in the job and for its subprocesses."""
+    if sys.stderr.isatty():
+        return
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "huggingface_hub" in sys.modules:
+        sys.modules["huggingface_hub"].utils.disable_progress_bars()
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
+
+
+def _log_uncaught_errors(logger: logging.Logger) -> None:
+    """Write the error that ends a rule script into its log file too (it also reaches Snakemake's stderr)."""
+    previous = sys.excepthook
+
+    def hook(kind, value, tb):
+        logger.error("%s: %s", kind.__name__, value)
+        previous(kind, value, tb)
+
+    sys.excepthook = hook
+
+
+def set_model_job_threads(gradcam_cfg: dict, job_threads: int, log: logging.Logger | None = None) -> int | None:
+    """In a model job (gradcam, search): torch's thread count from the rule's threads on a GPU or when
+    ``gradcam.threads`` is set (see :func:`pnp_ovss.config.torch_threads_for_job`); returns what was set."""
+    import torch
+
+    from ..config import torch_threads_for_job
+
+    n = torch_threads_for_job(gradcam_cfg, job_threads, torch.cuda.is_available())
+    if n is not None:
+        torch.set_num_threads(n)
+        if log is not None:
+            log.info("torch threads: %d (the job's threads)", n)
+    return n
+
+
+def write_params_yaml(folder: str | Path, params: dict) -> None:
+    """The human-readable parameters of a stage folder (``<stage>/<hash>/params.yaml``)."""
+    path = Path(folder) / "params.yaml"
+    text = yaml.safe_dump(params, sort_keys=True)
+    if not path.is_file() or path.read_text() != text:
+        atomic_write_text(path, text)
