@@ -16,7 +16,8 @@ from __future__ import annotations
 import numpy as np
 
 from pnp_ovss.backends import get_backend
-from pnp_ovss.gradcam import MAX_TEXT_LEN, ImageGradcam, drop_with, model_device
+from pnp_ovss.backends.checkpoints import MAX_TEXT_LEN
+from pnp_ovss.gradcam import ImageGradcam, drop_with, model_device
 
 
 def reference_gradcam_batch(

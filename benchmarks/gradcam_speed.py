@@ -34,7 +34,8 @@ from gradcam_reference import reference_gradcam_batch  # noqa: E402
 
 from pnp_ovss.backends import get_backend  # noqa: E402
 from pnp_ovss.gradcam import backend_gradcam_batch  # noqa: E402
-from pnp_ovss.model import DEC_TOKEN, ENC_TOKEN, resolve_device, tiny_vocab  # noqa: E402
+from pnp_ovss.backends.blip import DEC_TOKEN, ENC_TOKEN, tiny_vocab  # noqa: E402
+from pnp_ovss.backends.loading import resolve_device  # noqa: E402
 
 CLASS_SETS = [
     ["person", "pottedplant", "sofa"],

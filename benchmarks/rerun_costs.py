@@ -80,7 +80,7 @@ def main() -> None:
     tmp.mkdir(parents=True, exist_ok=True)
     model = a.model
     if model is None:
-        from pnp_ovss.model import write_tiny_model
+        from pnp_ovss.backends.blip import write_tiny_model
 
         model = str(write_tiny_model(tmp / "tiny-blip"))
     gradcam = f"gradcam={{model: {model}, device: cpu}}"

@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from gradcam_speed import CLASS_SETS, benchmark_tokenizer, large_blip_config, timed  # noqa: E402
 
 from pnp_ovss.backends import get_backend  # noqa: E402
-from pnp_ovss.gradcam import fast_token_maps, tokenize_captions  # noqa: E402
-from pnp_ovss.model import resolve_device  # noqa: E402
+from pnp_ovss.backends.blip import fast_token_maps, tokenize_captions  # noqa: E402
+from pnp_ovss.backends.loading import resolve_device  # noqa: E402
 from pnp_ovss.search.reward import masked_images, reward_masks  # noqa: E402
 
 

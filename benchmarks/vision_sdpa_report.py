@@ -30,9 +30,10 @@ from gradcam_speed import build_model, timed  # noqa: E402
 
 from pnp_ovss.backends import get_backend  # noqa: E402
 from pnp_ovss.datasets import get_dataset  # noqa: E402
-from pnp_ovss.gradcam import gradcam_batch, preprocess_image, uses_released_ade_input  # noqa: E402
+from pnp_ovss.backends.blip import gradcam_batch  # noqa: E402
+from pnp_ovss.gradcam import preprocess_image, uses_released_ade_input  # noqa: E402
 from pnp_ovss.io import open_rgb  # noqa: E402
-from pnp_ovss.model import resolve_device  # noqa: E402
+from pnp_ovss.backends.loading import resolve_device  # noqa: E402
 
 PARAMS = dict(layer=8, head=9, drop_iter=4, drop_patches=10, exclude_sep_rows=False, mean_last_class=False,
               normalize_ade=False, autocast="none")

@@ -16,14 +16,14 @@ if str(ROOT / "benchmarks") not in sys.path:
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
-    from pnp_ovss.model import write_tiny_model
+    from pnp_ovss.backends.blip import write_tiny_model
 
     return write_tiny_model(tmp_path_factory.mktemp("tiny_blip") / "model")
 
 
 @pytest.fixture(scope="module")
 def tiny(tiny_dir):
-    from pnp_ovss.model import load_blip
+    from pnp_ovss.backends.blip import load_blip
 
     return load_blip(str(tiny_dir), image_size=336, device="cpu")
 

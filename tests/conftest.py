@@ -31,7 +31,7 @@ def mini_tree(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
     """A tiny random BLIP checkpoint, built once for every workflow test."""
-    from pnp_ovss.model import write_tiny_model
+    from pnp_ovss.backends.blip import write_tiny_model
 
     return write_tiny_model(tmp_path_factory.mktemp("tiny") / "blip")
 

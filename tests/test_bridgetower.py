@@ -180,7 +180,7 @@ def test_auto_reads_the_checkpoint_and_the_model_id(tiny_bridgetower, tiny_model
 
 
 def test_blip_backend_on_a_bridgetower_checkpoint_is_refused_before_any_job(tiny_bridgetower):
-    from pnp_ovss.model import check_model_choice
+    from pnp_ovss.backends.checkpoints import check_model_choice
 
     with pytest.raises(ModelError, match="'bridgetower' checkpoint but gradcam.backend is 'blip'"):
         check_model_choice(str(tiny_bridgetower), 336, "blip")

@@ -1,5 +1,5 @@
 """Issue 18: every knowable problem named before the first job — the parse-time checks (pnp_ovss.checks,
-pnp_ovss.checkpoints) on their own, and through the real snakemake (dry runs where the parse decides, a real
+pnp_ovss.backends.checkpoints) on their own, and through the real snakemake (dry runs where the parse decides, a real
 run where a machine's problem must stop the run before its first job)."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from PIL import Image
 
-from pnp_ovss.checkpoints import (
+from pnp_ovss.backends.checkpoints import (
     CROSS_ATTENTION_LAYOUT,
     MAX_TEXT_LEN,
     HubProbe,
@@ -164,7 +164,7 @@ def test_availability_offline_unreachable_and_downloadable(tmp_path, monkeypatch
 def test_the_probe_asks_the_hub_once_for_the_file_sizes(fake_hub, monkeypatch):
     import huggingface_hub.constants as hub
 
-    from pnp_ovss.checkpoints import probe_hub
+    from pnp_ovss.backends.checkpoints import probe_hub
 
     monkeypatch.setattr(hub, "ENDPOINT", fake_hub.url)
     answer = probe_hub(HUB_MODEL)
@@ -212,7 +212,7 @@ def test_an_unreachable_hub_stops_the_run_and_a_reachable_one_is_announced(repo_
 def test_live_api_without_key_is_refused_only_when_something_must_be_asked(tmp_path, tiny_model):
     from pnp_ovss.identity import sha256_of_file
     from pnp_ovss.labels.openai_live import AnswerCache, LiveSettings, Usage, question_of
-    from pnp_ovss.workflow import make_plan
+    from pnp_ovss.plan import make_plan
 
     plan = make_plan({"results": str(tmp_path / "results"), "labels": {"source": "gpt4o"}, "gradcam": {"model": str(tiny_model)}})
     answers = tmp_path / "results" / "demo" / "labels" / "gpt4o-answers"

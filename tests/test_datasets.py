@@ -111,6 +111,18 @@ def test_coco_order_is_the_instances_file_order(mini_tree):
 
 def test_faithful_order_is_torch_randperm_seed_0():
     assert faithful_order([str(i) for i in range(10)]) == ["4", "1", "7", "5", "3", "9", "0", "8", "6", "2"]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 42, 2**31 - 1])
+def test_the_torch_free_randperm_is_torchs(seed):
+    import torch
+
+    from pnp_ovss.ordering import torch_randperm
+
+    for n in (0, 1, 2, 3, 17, 500, 1449, 5000):
+        g = torch.Generator()
+        g.manual_seed(seed)
+        assert torch_randperm(n, seed) == torch.randperm(n, generator=g).tolist(), (n, seed)
     assert make_shards(list("abcdefg"), 3) == [["a", "b", "c"], ["d", "e", "f"], ["g"]]
 
 

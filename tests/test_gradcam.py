@@ -11,14 +11,13 @@ import torch
 from PIL import Image
 
 from _tiny_blip import CLASS_LISTS, tiny, tiny_dir  # noqa: F401  (fixtures)
+from pnp_ovss.backends.blip import gradcam_batch, tokenize_captions
 from pnp_ovss.gradcam import (
     CLIP_MEAN,
     CLIP_STD,
     class_maps,
-    gradcam_batch,
     preprocess_image,
     ranking_scores,
-    tokenize_captions,
     top_patches,
     uses_released_ade_input,
     zero_patch_pixels,
@@ -205,7 +204,7 @@ def test_clean_ranking_is_independent_of_batch_order_and_size(tiny):
 def test_faithful_ranking_uses_the_sep_row_of_shorter_captions(tiny):
     """A short caption next to a longer one ranks on rows 3..L-3 of the batch, i.e. its class row *and* its
     [SEP] row (§5, §10.4); alone, on its class row only. The token maps themselves do not depend on the batch."""
-    from pnp_ovss.gradcam import fast_token_maps
+    from pnp_ovss.backends.blip import fast_token_maps
 
     model, tok = tiny
     x = random_pixels(2, 160, seed=5)
@@ -391,7 +390,7 @@ def test_labels_records_name_classes_as_the_caption_will():
 @pytest.mark.parametrize("params", [FAITHFUL, dict(CLEAN, layer=4, head=2)], ids=["faithful", "clean"])
 def test_sdpa_vision_tower_gives_the_eager_maps_up_to_rounding(tiny_dir, params):
     from pnp_ovss.backends import get_backend
-    from pnp_ovss.model import load_blip
+    from pnp_ovss.backends.blip import load_blip
 
     eager_model, tok = load_blip(str(tiny_dir), image_size=160, device="cpu")
     fused_model, _ = load_blip(str(tiny_dir), image_size=160, device="cpu")

@@ -114,7 +114,8 @@ def test_shard_store_contents_and_publication(tmp_path, tiny_dir):
 
 
 def test_stage_results_equal_gradcam_batch_in_the_given_batches(tmp_path, tiny, tiny_dir):
-    from pnp_ovss.gradcam import gradcam_batch, preprocess_image
+    from pnp_ovss.backends.blip import gradcam_batch
+    from pnp_ovss.gradcam import preprocess_image
     from pnp_ovss.io import open_rgb
     import torch
 

@@ -11,15 +11,15 @@ import torch
 
 from _tiny_blip import tiny, tiny_dir  # noqa: F401  (fixtures)
 from pnp_ovss.errors import ModelError
-from pnp_ovss.model import (
+from pnp_ovss.backends.blip import (
     AUTHORS_TEXT_LN_EPS,
     AUTHORS_VISION_LN_EPS,
     ensure_enc_token,
     layer_norm_eps_in_use,
     load_blip,
-    register,
-    resolve_device,
 )
+from pnp_ovss.backends.cli import register
+from pnp_ovss.backends.loading import resolve_device
 
 
 def test_tiny_model_loads_frozen_in_eval_with_the_authors_eps(tiny_dir, caplog):
@@ -27,7 +27,7 @@ def test_tiny_model_loads_frozen_in_eval_with_the_authors_eps(tiny_dir, caplog):
 
     saved = BlipConfig.from_pretrained(str(tiny_dir))
     assert saved.vision_config.layer_norm_eps == 1e-5  # like the Hub checkpoint's config
-    with caplog.at_level(logging.INFO, logger="pnp_ovss.model"):
+    with caplog.at_level(logging.INFO, logger="pnp_ovss.backends.blip"):
         model, tok = load_blip(str(tiny_dir), image_size=336, device="cpu")
     eps = layer_norm_eps_in_use(model)
     assert eps == {"vision": {AUTHORS_VISION_LN_EPS}, "text": {AUTHORS_TEXT_LN_EPS}}
@@ -102,4 +102,4 @@ def test_tiny_model_cli_writes_a_loadable_model(tmp_path, capsys):
     assert {"tokenizer.json", "preprocessor_config.json", "config.json"} <= {p.name for p in (tmp_path / "bt").iterdir()}
     from pnp_ovss.cli import COMMAND_MODULES
 
-    assert "pnp_ovss.model" in COMMAND_MODULES
+    assert "pnp_ovss.backends.cli" in COMMAND_MODULES

@@ -52,7 +52,8 @@ def test_tiny_clip_scores_through_the_real_loading_path(tmp_path, monkeypatch):
     import numpy as np
 
     from pnp_ovss.errors import ModelError
-    from pnp_ovss.search.clip import ClipScorer, prompts_for, write_tiny_clip
+    from pnp_ovss.backends.clip import ClipScorer, write_tiny_clip
+    from pnp_ovss.search.reward import prompts_for
 
     scorer = ClipScorer(str(write_tiny_clip(tmp_path / "clip")), "cpu")
     images = np.random.default_rng(0).random((3, scorer.image_size, scorer.image_size, 3))

@@ -21,7 +21,7 @@ GRID = "search={clip_model: %s, images: 4, layers: [7, 8], heads: [8, 9], thresh
 
 @pytest.fixture(scope="session")
 def tiny_clip(tmp_path_factory):
-    from pnp_ovss.search.clip import write_tiny_clip
+    from pnp_ovss.backends.clip import write_tiny_clip
 
     return write_tiny_clip(tmp_path_factory.mktemp("tiny") / "clip")
 

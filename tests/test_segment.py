@@ -10,7 +10,7 @@ from pnp_ovss.datasets.folder import demo_root
 
 
 def test_segment_writes_label_and_overlay_pngs(tmp_path):
-    from pnp_ovss.model import write_tiny_model
+    from pnp_ovss.backends.blip import write_tiny_model
 
     model = write_tiny_model(tmp_path / "tiny")
     images = [demo_root() / "images" / "lake.png", demo_root() / "images" / "beach.png"]

@@ -1,6 +1,6 @@
 """Everything knowable before the first job, checked once when the workflow is parsed (issue 18).
 
-:func:`preflight` looks at a plan (:func:`pnp_ovss.workflow.make_plan`) and at what is on this machine, without
+:func:`preflight` looks at a plan (:func:`pnp_ovss.plan.make_plan`) and at what is on this machine, without
 loading a model (no torch here: config.json files, the Hugging Face cache and tokenizer files only):
 
 * ``gradcam.layer`` / ``gradcam.head`` (and ``search.layers`` / ``search.heads``) against the checkpoint's
@@ -24,7 +24,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .checkpoints import (
+from .backends.checkpoints import (
     caption_token_limit,
     cross_attention_layers_heads,
     local_tokenizer,

@@ -16,7 +16,7 @@ COMMAND_MODULES = [
     "pnp_ovss.datasets.cli",
     "pnp_ovss.segment",
     "pnp_ovss.labels.cli",
-    "pnp_ovss.model",
+    "pnp_ovss.backends.cli",
     "pnp_ovss.prepare.cli",
 ]
 

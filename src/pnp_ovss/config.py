@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import hashlib
 import itertools
 import json
 from dataclasses import dataclass
@@ -12,40 +11,25 @@ from importlib import resources
 import yaml
 
 from .errors import ConfigError
+from .identity import short_hash
+from .parameters import (
+    EVALUATE_KEYS,
+    FIX_NAMES,
+    GRADCAM_FIXES,
+    GRADCAM_KEYS,
+    LABELS_FIXES,
+    LABELS_KEYS,
+    REFINE_FIXES,
+    REFINE_KEYS,
+    SEARCH_MAPS_FIXES,
+    SEARCH_MAPS_KEYS,
+    SEARCH_SCORE_KEYS,
+    SWEEPABLE,
+    added_later,
+)
+from .backends import backend_facts, resolve_backend_name
 
 SCHEMA_REF = resources.files("pnp_ovss") / "data" / "config.schema.yaml"
-
-FIX_NAMES = (
-    "normalize_ade",
-    "single_count_first_iteration",
-    "exclude_sep_rows",
-    "lookup_relabel",
-    "nan_guard",
-    "mean_last_class",
-    "no_fallback_class",
-    "always_background",
-    "keep_spaces",
-)
-GRADCAM_FIXES = ("normalize_ade", "exclude_sep_rows", "mean_last_class")
-REFINE_FIXES = ("single_count_first_iteration", "lookup_relabel", "nan_guard", "always_background")
-LABELS_FIXES = ("no_fallback_class",)
-#: in the labels and gradcam parameters only when on (see _optional_switches)
-OPTIONAL_FIXES = ("keep_spaces",)
-
-SWEEPABLE = {
-    "gradcam": ("layer", "head", "drop_iter"),
-    "refine": (
-        "threshold",
-        "blur_scale",
-        "crf_iterations",
-        "gaussian_sxy",
-        "gaussian_compat",
-        "bilateral_sxy",
-        "bilateral_srgb",
-        "bilateral_compat",
-    ),
-}
-
 
 def load_schema() -> dict:
     return yaml.safe_load(SCHEMA_REF.read_text(encoding="utf-8"))
@@ -163,30 +147,24 @@ BLIP_CODE_QUIRKS = ("exclude_sep_rows", "mean_last_class", "keep_spaces", "norma
 
 def backend_name(cfg: dict) -> str:
     """The backend that runs ``gradcam.model`` (``auto`` resolved from the checkpoint)."""
-    from .backends import resolve_backend_name
-
     g = cfg.get("gradcam") or {}
     return resolve_backend_name(str(g.get("backend", "blip")), str(g.get("model", "")))
 
 
 def backend_defaults(cfg: dict):
-    from .backends import get_backend
-
-    return get_backend(backend_name(cfg)).defaults
+    return backend_facts(backend_name(cfg)).defaults
 
 
 def resolve_fixes(cfg: dict) -> dict[str, bool]:
     """Effective quirk switches: an explicit true/false wins, null follows the mode (``keep_spaces`` is also
     on for the user's own classes, ``dataset: folder`` and ``pnp-ovss segment``). A backend without a released
     reference (BridgeTower) runs the clean rules for the BLIP-code quirks; turning one of them off is refused."""
-    from .backends import get_backend
-
     clean = cfg["mode"] == "clean"
     given = cfg.get("fixes") or {}
     default = {name: clean for name in FIX_NAMES}
     default["keep_spaces"] = clean or cfg.get("dataset") == "folder"
     fixes = {name: (default[name] if given.get(name) is None else bool(given[name])) for name in FIX_NAMES}
-    backend = get_backend(backend_name(cfg))
+    backend = backend_facts(backend_name(cfg))
     if not backend.has_faithful_reference:
         for name in BLIP_CODE_QUIRKS:
             if given.get(name) is False:
@@ -196,18 +174,6 @@ def resolve_fixes(cfg: dict) -> dict[str, bool]:
                 )
             fixes[name] = True
     return fixes
-
-
-def _optional_switches(fixes: dict[str, bool]) -> dict[str, bool]:
-    """Switches added after stage hashes existed appear in a stage's parameters only when on, so that turning
-    them off leaves every earlier result's hash (and so its reuse) as it was."""
-    return {name: True for name in OPTIONAL_FIXES if fixes[name]}
-
-
-def short_hash(obj) -> str:
-    """Stable 10-hex-digit hash of a JSON-serialisable object (key order irrelevant)."""
-    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:10]
 
 
 def _as_list(value) -> list:
@@ -241,14 +207,12 @@ def labels_params(cfg: dict) -> dict:
     fixes = resolve_fixes(cfg)
     lab = cfg["labels"]
     source = resolved_label_source(cfg)
+    values = {"dataset": cfg["dataset"], "mode": cfg["mode"], "source": source, "min_probability": lab["min_probability"]}
     p = {
         "stage": "labels",
-        "dataset": cfg["dataset"],
-        "mode": cfg["mode"],
-        "source": source,
-        "min_probability": lab["min_probability"],
+        **{k: values[k] for k in LABELS_KEYS},
         **{k: fixes[k] for k in LABELS_FIXES},
-        **_optional_switches(fixes),
+        **added_later("labels", {"keep_spaces": fixes["keep_spaces"]}),
     }
     if cfg["dataset"] == "folder":
         p["classes"] = cfg["classes"]
@@ -291,63 +255,48 @@ def torch_threads_for_job(gradcam_cfg: dict, job_threads: int, cuda_available: b
     return None
 
 
-def _vision_attention(cfg: dict) -> dict:
-    """``vision_attention`` in a model stage's parameters only when it is not the default (eager), so every
-    earlier result keeps its hash; ``sdpa`` may change the last bits of the maps, so it is a new result."""
-    value = cfg["gradcam"].get("vision_attention", "eager")
-    return {} if value == "eager" else {"vision_attention": value}
-
-
 def gradcam_params(cfg: dict, combo: dict, labels_hash: str) -> dict:
     """The GradCAM stage's parameters: ``layer``/``head`` null → the backend's default; ``backend`` appears
     only when it is not BLIP, so every BLIP result keeps the hash it had before backends existed."""
     fixes = resolve_fixes(cfg)
-    g = combo
-    backend = backend_name(cfg)
     defaults = backend_defaults(cfg)
+    values = {
+        **combo,
+        "layer": defaults.layer if combo["layer"] is None else combo["layer"],
+        "head": defaults.head if combo["head"] is None else combo["head"],
+    }
+    later = {
+        "backend": backend_name(cfg),
+        "vision_attention": cfg["gradcam"].get("vision_attention", "eager"),
+        "keep_spaces": fixes["keep_spaces"],
+    }
     return {
         "stage": "gradcam",
         "upstream": labels_hash,
-        **({"backend": backend} if backend != "blip" else {}),
-        "model": g["model"],
-        "image_size": g["image_size"],
-        "layer": defaults.layer if g["layer"] is None else g["layer"],
-        "head": defaults.head if g["head"] is None else g["head"],
-        "drop_iter": g["drop_iter"],
-        "drop_patches": g["drop_patches"],
-        "batch_size": g["batch_size"],
-        "autocast": g["autocast"],
-        **_vision_attention(cfg),
+        **{k: values[k] for k in GRADCAM_KEYS},
         **{k: fixes[k] for k in GRADCAM_FIXES},
-        **_optional_switches(fixes),
+        **added_later("gradcam", later),
     }
 
 
 def refine_params(cfg: dict, combo: dict, gradcam_hash: str) -> dict:
     fixes = resolve_fixes(cfg)
-    p = {"stage": "refine", "upstream": gradcam_hash, "dataset": cfg["dataset"]}
-    p.update({k: combo[k] for k in ("postprocess",) + SWEEPABLE["refine"]})
-    if p["threshold"] is None:
-        p["threshold"] = backend_defaults(cfg).threshold
-    p.update({k: fixes[k] for k in REFINE_FIXES})
-    return p
+    values = {**combo, **fixes}
+    if values["threshold"] is None:
+        values["threshold"] = backend_defaults(cfg).threshold
+    return {"stage": "refine", "upstream": gradcam_hash, "dataset": cfg["dataset"], **{k: values[k] for k in REFINE_KEYS}}
 
 
 def search_maps_params(cfg: dict, labels_hash: str) -> dict:
     """The search's maps (one drop iteration, every searched layer and head): what they depend on."""
     fixes = resolve_fixes(cfg)
-    g, s = cfg["gradcam"], cfg["search"]
+    values = {**cfg["gradcam"], **cfg["search"], "backend": backend_name(cfg)}
     return {
         "stage": "search",
         "upstream": labels_hash,
-        "backend": backend_name(cfg),
-        "model": g["model"],
-        "image_size": g["image_size"],
-        "layers": s["layers"],
-        "heads": s["heads"],
-        "autocast": g["autocast"],
-        **_vision_attention(cfg),
-        **{k: fixes[k] for k in ("normalize_ade", "mean_last_class", "keep_spaces")},
+        **{k: values[k] for k in SEARCH_MAPS_KEYS},
+        **added_later("search", {"vision_attention": cfg["gradcam"].get("vision_attention", "eager")}),
+        **{k: fixes[k] for k in SEARCH_MAPS_FIXES},
     }
 
 
@@ -359,7 +308,7 @@ def search_score_params(cfg: dict, maps_hash: str) -> dict:
     return {
         "stage": "search-score",
         "upstream": maps_hash,
-        **{k: s[k] for k in ("thresholds", "strategy", "trials", "seed", "mask", "contrast", "clip_model", "prompt", "miou")},
+        **{k: s[k] for k in SEARCH_SCORE_KEYS},
         "refine": {**refine, **{k: v for k, v in resolve_fixes(cfg).items() if k in REFINE_FIXES}},
         "dataset": cfg["dataset"],
         "protocol": cfg["protocol"],
@@ -375,12 +324,7 @@ def check_search_refine(refine: dict) -> None:
 
 
 def evaluate_params(cfg: dict, refine_hash: str) -> dict:
-    return {
-        "stage": "evaluate",
-        "upstream": refine_hash,
-        "protocol": cfg["protocol"],
-        "mmseg_variant": cfg["mmseg_variant"],
-    }
+    return {"stage": "evaluate", "upstream": refine_hash, **{k: cfg[k] for k in EVALUATE_KEYS}}
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .checkpoints import MAX_TEXT_LEN  # noqa: F401 (the released max_txt_len; re-exported)
-from .model import enc_token_id
-from .vocab import CAPTION_PREFIX, caption_for, caption_word
 
 log = logging.getLogger(__name__)
 
@@ -95,46 +92,6 @@ class CaptionTokens:
         )
 
 
-def class_piece_counts(tokenizer, names: list[str], keep_spaces: bool = False) -> list[int]:
-    """Word pieces of each class name as it appears in the caption (spaces/hyphens removed).
-
-    The caption is whitespace-separated, so its pieces are the concatenation of each word's pieces. For the
-    benchmark vocabularies each name is one word (a leading piece + ``##`` pieces), which is what the released
-    walk over ``##`` pieces (§4.5) assumes; counting per name gives the same grouping and stays right for
-    user class names with punctuation.
-    """
-    counts = [len(tokenizer.tokenize(caption_word(n, keep_spaces))) for n in names]
-    for n, c in zip(names, counts):
-        if c == 0:
-            raise ValueError(f"class name {n!r} gives no word pieces")
-    return counts
-
-
-def tokenize_captions(
-    tokenizer, class_names: list[list[str]], pad_to: int | None = None, keep_spaces: bool = False
-) -> CaptionTokens:
-    """One caption per image, ``"A picture of " + names``; padded to the batch's longest (``pad_to=None``)
-    or to ``pad_to`` tokens; token 0 ([CLS]) replaced by [ENC] as BLIP's ITM does."""
-    if any(len(n) == 0 for n in class_names):
-        raise ValueError("every image needs at least one class for its caption")
-    captions = [caption_for(n, keep_spaces) for n in class_names]
-    if pad_to is None:
-        enc = tokenizer(captions, padding="longest", truncation=True, max_length=MAX_TEXT_LEN, return_tensors="pt")
-    else:
-        enc = tokenizer(captions, padding="max_length", truncation=True, max_length=pad_to, return_tensors="pt")
-    prefix = len(tokenizer.tokenize(CAPTION_PREFIX.strip()))
-    if prefix != PREFIX_ROWS:
-        raise ValueError(f"the tokenizer splits {CAPTION_PREFIX.strip()!r} into {prefix} pieces, expected {PREFIX_ROWS}")
-    counts = [class_piece_counts(tokenizer, names, keep_spaces) for names in class_names]
-    lengths = enc["attention_mask"].sum(1).tolist()
-    for cap, c, n in zip(captions, counts, lengths):
-        if n != 1 + PREFIX_ROWS + sum(c) + 1:
-            raise ValueError(f"caption {cap!r}: {n} tokens after truncation, expected {1 + PREFIX_ROWS + sum(c) + 1}")
-    ids = enc["input_ids"].clone()
-    ids[:, 0] = enc_token_id(tokenizer)
-    return CaptionTokens(ids, enc["attention_mask"].long(), counts, captions)
-
-
 # --------------------------------------------------------------------------------------------------
 # §4.4 GradCAM
 
@@ -166,81 +123,6 @@ def autocast_context(device: torch.device, autocast: str | None):
         return contextlib.nullcontext()
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[autocast]
     return torch.autocast(device_type="cuda", dtype=dtype)
-
-
-def check_layer_head(model, layer: int, head: int) -> None:
-    cfg = model.config.text_config
-    if not 1 <= layer <= cfg.num_hidden_layers:
-        raise ValueError(f"layer {layer} out of range: the text encoder has layers 1..{cfg.num_hidden_layers} (1-based)")
-    if not 0 <= head < cfg.num_attention_heads:
-        raise ValueError(f"head {head} out of range: heads are 0..{cfg.num_attention_heads - 1} (0-based)")
-
-
-def text_self_attention_mask(model, embeds: torch.Tensor, attention_mask: torch.Tensor):
-    """The text self-attention mask exactly as transformers' ``BlipTextModel`` builds it (bidirectional)."""
-    from transformers.masking_utils import create_bidirectional_mask
-
-    return create_bidirectional_mask(
-        config=model.text_encoder.config, inputs_embeds=embeds, attention_mask=attention_mask
-    )
-
-
-def blip_probs_and_grads(model, pixel_values, tokens, layers: list[int], autocast: str):
-    """One forward/backward of BLIP ITM: the ViT and the text layers below ``min(layers)`` without gradient,
-    the graph from the input of the lowest listed layer, the cross-attention probabilities of every listed
-    layer taken with forward hooks, and their gradients from one ``autograd.grad`` of ``J = Σ_b logit[b, 1]``.
-    Returns ``[(probs, grad)]`` in the order of ``layers`` (each [B, heads, L, 1+P²])."""
-    text = model.text_encoder
-    blocks = text.encoder.layer
-    lowest = min(layers)
-    captured = {}
-
-    def keeper(layer):
-        def keep_probs(_module, _inputs, output):
-            captured[layer] = output[1]
-
-        return keep_probs
-
-    with autocast_context(pixel_values.device, autocast):
-        with torch.no_grad():
-            image_embeds = model.vision_model(
-                pixel_values=pixel_values, interpolate_pos_encoding=True
-            ).last_hidden_state
-            hidden = text.embeddings(input_ids=tokens.input_ids)
-            mask = text_self_attention_mask(model, hidden, tokens.attention_mask)
-            for block in blocks[: lowest - 1]:
-                hidden = block(hidden, image_embeds, attention_mask=mask)
-        handles = [blocks[layer - 1].crossattention.self.register_forward_hook(keeper(layer)) for layer in layers]
-        try:
-            with torch.enable_grad():
-                hidden = hidden.detach().requires_grad_(True)
-                for block in blocks[lowest - 1 :]:
-                    hidden = block(hidden, image_embeds, attention_mask=mask)
-                logits = model.itm_head(hidden[:, 0, :])
-                match = logits[:, 1].float().sum()
-                probs = [captured[layer] for layer in layers]
-                grads = torch.autograd.grad(match, probs)
-        finally:
-            for handle in handles:
-                handle.remove()
-    return list(zip(probs, grads))
-
-
-def fast_token_maps(
-    model, pixel_values: torch.Tensor, tokens: CaptionTokens, layer: int, head: int, autocast: str = "none"
-) -> torch.Tensor:
-    """GradCAM token maps of text layer ``layer`` (1-based), head ``head``: float32 [B, L-1, P, P] on the
-    model's device, L = the captions' padded length.
-
-    Output-preserving shortcuts (:func:`blip_probs_and_grads` of that layer alone): the ViT and text layers
-    < L run without gradient; the graph starts at the input of layer L, so the backward of
-    ``J = Σ_b logit[b, 1]`` runs only through text layers ≥ L (the cross-attention keys/values of the image
-    are constants); the attention probabilities of layer L are taken with a forward hook and only head H is
-    kept. (The BLIP backend's ``token_maps``.)
-    """
-    from .backends import get_backend
-
-    return get_backend("blip").token_maps(model, pixel_values, tokens, layer, head, autocast)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -406,8 +288,3 @@ def backend_gradcam_batch(backend, model, tokenizer, pixel_values: torch.Tensor,
     return drop_with(token_maps, model, pixel_values, tokens, params, backend.patch_size(model))
 
 
-def gradcam_batch(model, tokenizer, pixel_values: torch.Tensor, class_names: list[list[str]], params: dict) -> list[ImageGradcam]:
-    """:func:`backend_gradcam_batch` with the BLIP backend (the released model)."""
-    from .backends import get_backend
-
-    return backend_gradcam_batch(get_backend("blip"), model, tokenizer, pixel_values, class_names, params)

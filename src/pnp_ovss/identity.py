@@ -29,6 +29,13 @@ DIGEST_CACHE_NAME = ".digests.json"
 HEADER_CACHE_NAME = ".headers.json"
 
 
+def short_hash(obj) -> str:
+    """A stage folder's hash: a stable 10-hex-digit hash of its JSON-serialisable parameters (key order
+    irrelevant; which parameters enter it: :mod:`pnp_ovss.parameters`)."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:10]
+
+
 def key_of(*parts) -> str:
     """A 20-hex-digit key of JSON-serialisable parts (order matters, dict key order does not)."""
     blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)

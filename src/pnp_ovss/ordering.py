@@ -1,17 +1,29 @@
-"""Image order and shards (DESIGN.md "Faithful batching across shards")."""
+"""Image order and shards (docs/ARCHITECTURE.md; ALGORITHM.md §9: the released code's order)."""
 
 from __future__ import annotations
 
-import torch
+import numpy as np
+
+
+def torch_randperm(n: int, seed: int) -> list[int]:
+    """``torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()`` without torch, so the
+    parse never imports it: torch's CPU randperm is a Fisher-Yates walk, ``z = random() % (n - i)``, over the
+    32-bit outputs of an MT19937 seeded like numpy's legacy ``RandomState(seed)`` (for ``n`` below 2³²/20;
+    ``tests`` compare the two)."""
+    if n >= (1 << 32) // 20:
+        raise ValueError(f"{n} images: more than this order reproduces")
+    raw = np.random.RandomState(seed)._bit_generator.random_raw(max(n - 1, 0)).tolist()
+    perm = list(range(n))
+    for i, r in enumerate(raw):
+        z = i + r % (n - i)
+        perm[i], perm[z] = perm[z], perm[i]
+    return perm
 
 
 def faithful_order(ids: list[str], seed: int = 0) -> list[str]:
     """The released code's order: ``DistributedSampler`` defaults (shuffle, seed 0, world size 1),
     i.e. ``ids[torch.randperm(N, generator seeded seed)]``."""
-    g = torch.Generator()
-    g.manual_seed(seed)
-    perm = torch.randperm(len(ids), generator=g).tolist()
-    return [ids[i] for i in perm]
+    return [ids[i] for i in torch_randperm(len(ids), seed)]
 
 
 def make_shards(ids: list[str], shard_size: int) -> list[list[str]]:

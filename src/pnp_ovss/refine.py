@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from .config import REFINE_FIXES, SWEEPABLE
+from .parameters import REFINE_KEYS
 from .datasets.base import BACKGROUND_ALWAYS, BACKGROUND_FEWER_THAN_3
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 POSTPROCESS_CHOICES = ("blur+crf", "crf", "blur", "none")
 
 #: keys of the refine parameters (``config.refine_params``) that ``refine_image`` reads
-REFINE_KEYS = ("postprocess",) + SWEEPABLE["refine"] + REFINE_FIXES
 
 #: the released values (``--threshold 0.15 --postprocess blur+crf``, ``densecrf`` constants), faithful switches
 RELEASED_PARAMS = {

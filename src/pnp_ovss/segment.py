@@ -51,13 +51,13 @@ def segment(image_paths: list[Path], classes: str, out_dir: Path, args: argparse
     from .stages.refine import run_refine_shard
     from .report import overlay
 
-    from .checkpoints import model_availability
+    from .backends.checkpoints import model_availability
     from .checks import EveryClass, combined, setting_problems
     from .errors import ModelError
     from .config import backend_name, resolve_fixes
     from .datasets import reading_of
     from .datasets.base import scan_images
-    from .model import check_model_choice, unknown_piece_warnings
+    from .backends.checkpoints import check_model_choice, unknown_piece_warnings
 
     cfg = segment_config(classes, args)
     check_model_choice(cfg["gradcam"]["model"], cfg["gradcam"]["image_size"], backend_name(cfg))

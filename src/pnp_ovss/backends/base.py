@@ -16,6 +16,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from ..gradcam import backend_gradcam_batch, gradcam_map
+from . import BackendFacts, Defaults
+
 
 @contextlib.contextmanager
 def all_parameters_require_grad(model):
@@ -29,30 +32,32 @@ def all_parameters_require_grad(model):
             p.requires_grad_(r)
 
 
-@dataclass(frozen=True)
-class Defaults:
-    """A backend's recorded default setting and how it was chosen."""
-
-    layer: int
-    head: int
-    threshold: float
-    chosen_by: str
-
-
 class Backend(ABC):
     """One vision-language model family. Instances are stateless; the loaded model and tokenizer travel in
     a :class:`LoadedModel`."""
 
-    #: the name used in the config (``gradcam.backend``)
-    name: str
-    #: ``model_type`` of the checkpoint's config.json (what ``backend: auto`` reads)
-    model_type: str
-    #: the released code's quirks that are artefacts of its BLIP code (ALGORITHM.md §10.4, §10.7, §1.2) can
-    #: be reproduced (faithful mode); a backend without a released reference runs the clean rules
-    has_faithful_reference: bool
-    defaults: Defaults
-    #: what ``pnp-ovss tiny-model --backend NAME`` writes, in words
-    tiny_description: str
+    #: the registry's facts of this backend (:data:`pnp_ovss.backends.BACKEND_FACTS`)
+    facts: BackendFacts
+
+    @property
+    def name(self) -> str:
+        return self.facts.name
+
+    @property
+    def model_type(self) -> str:
+        return self.facts.model_type
+
+    @property
+    def has_faithful_reference(self) -> bool:
+        return self.facts.has_faithful_reference
+
+    @property
+    def defaults(self) -> Defaults:
+        return self.facts.defaults
+
+    @property
+    def tiny_description(self) -> str:
+        return self.facts.tiny_description
 
     @abstractmethod
     def load(self, model_id: str, image_size: int, device: str) -> "LoadedModel":
@@ -95,8 +100,6 @@ class Backend(ABC):
     def token_maps(self, model, pixel_values: torch.Tensor, tokens, layer: int, head: int, autocast: str = "none") -> torch.Tensor:
         """GradCAM token maps of ``layer``/``head``: float32 [B, L-1, P, P] (row 0 and the image's CLS column
         dropped), the fast way (:meth:`probs_and_grads` of that layer alone, only ``head`` formed)."""
-        from ..gradcam import gradcam_map
-
         self.check_layer_head(model, layer, head)
         grid = pixel_values.shape[-1] // self.patch_size(model)
         ((probs, grad),) = self.probs_and_grads(model, pixel_values, tokens, [layer], autocast)
@@ -105,8 +108,6 @@ class Backend(ABC):
     def one_pass_token_maps(self, model, pixel_values: torch.Tensor, tokens, layers: list[int], autocast: str = "none") -> dict:
         """Every head of every layer in ``layers`` from one forward/backward (backward once from the lowest
         layer): ``{layer: float32 [B, heads, L-1, P, P]}``, ``[layer][:, head]`` equal to :meth:`token_maps`."""
-        from ..gradcam import gradcam_map
-
         layers = sorted(set(int(layer) for layer in layers))
         for layer in layers:
             self.check_layer_head(model, layer, 0)
@@ -119,8 +120,6 @@ class Backend(ABC):
         requiring a gradient, every layer's cross-attention probabilities kept (``retain_grad``) and every
         layer's maps formed; then ``layer``/``head``, cut to the batch's real longest caption. What the fast
         path is tested against."""
-        from ..gradcam import gradcam_map
-
         grid = pixel_values.shape[-1] // self.patch_size(model)
         saved = []
 
@@ -152,12 +151,6 @@ class Backend(ABC):
         in words. The default does nothing (a backend whose vision tower is fused already says so)."""
         return f"{self.name}: the vision tower is left as it is"
 
-    def unknown_pieces(self, tokenizer, word: str) -> list[str] | None:
-        """The pieces of ``word`` when some are the tokenizer's unknown token (None when all are known)."""
-        unk = tokenizer.unk_token
-        pieces = tokenizer.tokenize(word)
-        return pieces if unk is not None and unk in pieces else None
-
     def check_layer_head(self, model, layer: int, head: int) -> None:
         layers, heads = self.layers_heads(model)
         if not 1 <= layer <= layers:
@@ -187,6 +180,4 @@ class LoadedModel:
         return self.backend.preprocess(image, size, released_ade, self.model)
 
     def gradcam_batch(self, pixel_values: torch.Tensor, class_names: list[list[str]], params: dict):
-        from ..gradcam import backend_gradcam_batch
-
         return backend_gradcam_batch(self.backend, self.model, self.tokenizer, pixel_values, class_names, params)

@@ -25,7 +25,13 @@ import torch
 from PIL import Image
 
 from ..errors import ModelError
-from .base import Backend, Defaults, LoadedModel
+from ..gradcam import CLIP_MEAN, CLIP_STD, CaptionTokens, autocast_context, preprocess_image
+from ..vocab import CAPTION_PREFIX, caption_word
+from . import BACKEND_FACTS
+from .base import Backend, LoadedModel
+from .blip import TINY_WORDS
+from .checkpoints import caption_token_limit
+from .loading import image_stats, offline_hint, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +40,6 @@ SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # RoBERTa's ids 0.
 
 def caption_segments(names: list[str], keep_spaces: bool) -> tuple[str, list[tuple[int, int]]]:
     """The caption and the character span of the prefix and of each class name in it."""
-    from ..vocab import CAPTION_PREFIX, caption_word
 
     words = [caption_word(n, keep_spaces) for n in names]
     spans = [(0, len(CAPTION_PREFIX.rstrip()))]
@@ -69,19 +74,7 @@ def segment_counts(offsets: list[tuple[int, int]], special: list[bool], spans: l
 
 
 class BridgeTowerBackend(Backend):
-    name = "bridgetower"
-    model_type = "bridgetower"
-    has_faithful_reference = False
-    defaults = Defaults(
-        layer=4,
-        head=0,
-        threshold=0.15,
-        chosen_by=(
-            "provisional: the middle of the 6 cross-modal text layers (BLIP's layer 8 of 12 is in the upper "
-            "middle too), head 0, BLIP's threshold; to be replaced by the annotation-free search (issue #11)"
-        ),
-    )
-    tiny_description = "tiny random BridgeTower ITM (RoBERTa byte-level BPE tokenizer, CLIP image processor)"
+    facts = BACKEND_FACTS["bridgetower"]
 
     # -- loading -------------------------------------------------------------------------------------
 
@@ -92,13 +85,12 @@ class BridgeTowerBackend(Backend):
     def load(self, model_id: str, image_size: int, device: str) -> LoadedModel:
         from transformers import AutoTokenizer, BridgeTowerConfig, BridgeTowerForImageAndTextRetrieval
 
-        from ..model import _offline_hint, image_stats, resolve_device
 
         model_id = str(model_id)
         try:
             config = BridgeTowerConfig.from_pretrained(model_id)
         except (OSError, ValueError) as exc:
-            raise _offline_hint(model_id, exc) from None
+            raise offline_hint(model_id, exc) from None
         patch = int(config.vision_config.patch_size)
         if image_size % patch:
             raise ModelError(f"image_size {image_size} is not a multiple of the patch size {patch}")
@@ -107,7 +99,7 @@ class BridgeTowerBackend(Backend):
             model = BridgeTowerForImageAndTextRetrieval.from_pretrained(model_id, config=config, attn_implementation="eager")
             tokenizer = AutoTokenizer.from_pretrained(model_id)
         except (OSError, ValueError) as exc:
-            raise _offline_hint(model_id, exc) from None
+            raise offline_hint(model_id, exc) from None
         if not getattr(tokenizer, "is_fast", False):
             raise ModelError(f"{model_id}: the BridgeTower backend needs a fast tokenizer (character offsets)")
         model.eval()
@@ -131,14 +123,11 @@ class BridgeTowerBackend(Backend):
     def preprocess(self, image: Image.Image, size: int, released_ade: bool = False, model=None) -> torch.Tensor:
         """Bicubic squash to S×S (the whole image, as the maps must cover it; the checkpoint's processor
         would crop), [0, 1], the checkpoint's mean/std (OpenAI CLIP's). ``released_ade`` does not apply."""
-        from ..gradcam import CLIP_MEAN, CLIP_STD, preprocess_image
 
         mean, std = getattr(model, "pnp_image_stats", None) or (CLIP_MEAN, CLIP_STD)
         return preprocess_image(image, size, False, mean, std)
 
     def tokenize(self, tokenizer, class_names, keep_spaces: bool = False, pad_to: int | None = None):
-        from ..checkpoints import caption_token_limit
-        from ..gradcam import CaptionTokens
 
         if any(len(n) == 0 for n in class_names):
             raise ValueError("every image needs at least one class for its caption")
@@ -175,7 +164,6 @@ class BridgeTowerBackend(Backend):
         ``autograd.grad``. Returns ``[(probs, grad)]`` in the order of ``layers``."""
         from transformers.masking_utils import create_bidirectional_mask
 
-        from ..gradcam import autocast_context
 
         bt = model.bridgetower
         cfg = bt.config
@@ -263,7 +251,6 @@ def tiny_corpus() -> list[str]:
     (so names split into a realistic few pieces), with and without a leading space."""
     from importlib import resources
 
-    from ..model import TINY_WORDS
 
     words = set(TINY_WORDS) | {"A", "picture", "of"}
     for f in (resources.files("pnp_ovss") / "data" / "classes").iterdir():
@@ -300,7 +287,6 @@ def write_tiny_bridgetower(directory, seed: int = 0) -> Path:
     config — saved with ``save_pretrained`` so that :meth:`BridgeTowerBackend.load` reads it like the Hub's."""
     from transformers import BridgeTowerConfig, BridgeTowerForImageAndTextRetrieval
 
-    from ..gradcam import CLIP_MEAN, CLIP_STD
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

@@ -27,10 +27,9 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from ..config import short_hash
 from ..descriptors import DESCRIPTORS
 from ..errors import LabelError
-from ..identity import sha256_of_file
+from ..identity import sha256_of_file, short_hash
 from ..io import atomic_write_json
 from ..vocab import Vocabulary
 

@@ -142,3 +142,10 @@ def total_reward(per_image: Iterable[tuple[Sequence[int], np.ndarray]], contrast
             weight = 1.0 - token_contrast(next(masks_iter))
         out.add(list(class_ids), class_wins(logits), weight)
     return out
+
+
+def prompts_for(names: list[str], template: str) -> list[str]:
+    """The CLIP prompt of each class name (``search.prompt`` with ``{}`` where the name goes)."""
+    if "{}" not in template:
+        raise ValueError(f"search.prompt {template!r} must contain {{}} where the class name goes")
+    return [template.replace("{}", n) for n in names]

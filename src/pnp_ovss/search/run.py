@@ -78,7 +78,7 @@ def refine_labels(dataset, image: SearchImage, maps: np.ndarray, threshold: floa
 def score_setting(scorer, images: list[SearchImage], li: int, hi: int, threshold: float, params: dict, dataset=None,
                   batch_size: int = 16) -> SettingReward:
     """The reward of one (layer index, head index, threshold) over the images."""
-    from .clip import prompts_for
+    from .reward import prompts_for
 
     total = SettingReward()
     size = scorer.image_size
@@ -148,7 +148,7 @@ def run_search(dataset, image_ids, params: dict, *, keys, maps_dir, out_dir, dev
     """Score the settings and write rewards.csv, best.yaml, summary.csv and the figures into ``out_dir``."""
     import optuna
 
-    from .clip import ClipScorer
+    from ..backends.clip import ClipScorer
 
     log = log or LOG
     out_dir = Path(out_dir)

@@ -1,9 +1,10 @@
 """What can be known about a checkpoint without loading it (no torch): its files in a local directory or the
-Hugging Face cache, its ``config.json`` (cross-attention layers and heads), the caption limit of its backend,
-and whether the Hub can provide it (one short probe, no retries).
+Hugging Face cache, its ``config.json`` (cross-attention layers and heads, patch size, model family), the
+caption limit of its backend, the class names its tokenizer does not know, and whether the Hub can provide it
+(one short probe, no retries).
 
-The parse-time checks (:mod:`pnp_ovss.checks`) and the model loaders (:mod:`pnp_ovss.model`, the backends)
-share these facts, so the parse refuses exactly what the job would.
+The parse-time checks (:mod:`pnp_ovss.checks`, ``pnp-ovss segment``) and the backends' loaders share these
+facts, so the parse refuses exactly what the job would.
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from ..errors import ModelError
+from ..vocab import caption_word
+from . import backend_facts
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -220,3 +225,83 @@ def model_availability(model: str, key: str = "gradcam.model", environ=None, pro
         f"{key} {model} is not in the Hugging Face cache ({cache}): the first job that needs it downloads it from "
         f"{hub_endpoint()} ({size} of weights)"
     ))
+
+
+def check_model_choice(model: str, image_size: int, backend: str = "blip") -> int | None:
+    """Parse-time check of ``gradcam.model`` and ``gradcam.image_size`` without loading anything: a local
+    directory must exist and hold a checkpoint (config.json and weights) of the ``backend``'s model family;
+    the image size must be a multiple of the checkpoint's patch size, read from its config.json (local, or
+    already in the Hugging Face cache). Returns the patch size when it could be read."""
+    path = Path(str(model)).expanduser()
+    config_file = None
+    if path.is_dir():
+        config_file = path / "config.json"
+        if not config_file.is_file():
+            raise ModelError(
+                f"{path}: gradcam.model is a local directory without config.json; expected a checkpoint saved "
+                f"with save_pretrained ({backend}), or write a test model with "
+                f"`pnp-ovss tiny-model --backend {backend} {model}`"
+            )
+        if not any((path / name).is_file() for name in WEIGHT_FILES):
+            raise ModelError(f"{path}: gradcam.model holds no weights ({' or '.join(WEIGHT_FILES[::2])})")
+    elif path.exists():
+        raise ModelError(f"{path}: gradcam.model is a file; expected a checkpoint directory or a Hub id")
+    elif not looks_like_hub_id(str(model)):
+        raise ModelError(
+            f"{model}: gradcam.model is not an existing directory (looked in {path.absolute()}) nor a Hugging Face "
+            f"id like Salesforce/blip-itm-large-flickr; check the path, or write a test model there with "
+            f"`pnp-ovss tiny-model {model}`"
+        )
+    else:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(str(model), "config.json")
+            config_file = Path(cached) if isinstance(cached, str) else None
+        except Exception:  # noqa: BLE001 - no cache information: the job checks when it loads the model
+            config_file = None
+    if config_file is None:
+        return None
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+        patch = int((config.get("vision_config") or {}).get("patch_size", 16))
+    except (OSError, ValueError, TypeError) as exc:
+        raise ModelError(f"{config_file}: unreadable model config ({exc})") from None
+    expected = backend_facts(backend).model_type
+    kind = config.get("model_type")
+    if kind and kind != expected:
+        raise ModelError(
+            f"{model}: gradcam.model is a {kind!r} checkpoint but gradcam.backend is {backend!r} "
+            f"(which runs {expected!r} checkpoints); set gradcam.backend to auto or to the model's backend"
+        )
+    if image_size % patch:
+        nearest = max(patch, round(image_size / patch) * patch)
+        raise ModelError(
+            f"gradcam.image_size {image_size} is not a multiple of the patch size {patch} of {model}; "
+            f"use e.g. {nearest}"
+        )
+    return patch
+
+
+def unknown_piece_warnings(model: str, names: list[str], keep_spaces: bool = False) -> list[str]:
+    """One warning per class name that the model's tokenizer turns (partly) into its unknown token, saying
+    what the model will see. Reads the tokenizer from a local checkpoint or the Hugging Face cache only;
+    returns nothing when it is not available offline."""
+    try:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(model), local_files_only=True)
+    except Exception:  # noqa: BLE001 - no tokenizer at hand: nothing to check before the job
+        return []
+    unk = tokenizer.unk_token
+    out = []
+    for name in names:
+        pieces = tokenizer.tokenize(caption_word(name, keep_spaces))
+        if unk in pieces:
+            what = "every word piece" if all(p == unk for p in pieces) else "part of it"
+            out.append(
+                f"class {name!r}: {what} is unknown to the tokenizer of {model}; the model sees "
+                f"{' '.join(pieces)!r}, which cannot be told apart from other unknown words — name the class in "
+                f"words the tokenizer knows (the BLIP tokenizer: English, Latin letters)"
+            )
+    return out

@@ -16,6 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..gradcam import CLIP_MEAN, CLIP_STD
+from .loading import image_stats, offline_hint, resolve_device
+
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +36,6 @@ class ClipScorer:
     def __init__(self, model_id: str = DEFAULT_CLIP, device: str = "cpu"):
         from transformers import AutoTokenizer, CLIPModel
 
-        from ..model import _offline_hint, image_stats, resolve_device
 
         self.model_id = str(model_id)
         self.device = resolve_device(device)
@@ -41,7 +43,7 @@ class ClipScorer:
             self.model = CLIPModel.from_pretrained(self.model_id)
             self.tokenizer = AutoTokenizer.from_pretrained(self.model_id)
         except (OSError, ValueError) as exc:
-            raise _offline_hint(self.model_id, exc) from None
+            raise offline_hint(self.model_id, exc) from None
         self.model.eval().requires_grad_(False).to(self.device)
         self.image_size = int(self.model.config.vision_config.image_size)
         self.mean, self.std = image_stats(self.model_id)
@@ -92,19 +94,12 @@ class ClipScorer:
         return self._zero
 
 
-def prompts_for(names: list[str], template: str) -> list[str]:
-    if "{}" not in template:
-        raise ValueError(f"search.prompt {template!r} must contain {{}} where the class name goes")
-    return [template.replace("{}", n) for n in names]
-
-
 def write_tiny_clip(directory, seed: int = 0) -> Path:
     """A tiny random ``CLIPModel`` (64 px, patch 16) with a byte-level character BPE tokenizer (no merges)
     and a preprocessor config, saved with ``save_pretrained`` so :class:`ClipScorer` loads it like the Hub's."""
     from tokenizers.pre_tokenizers import ByteLevel
     from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
 
-    from ..gradcam import CLIP_MEAN, CLIP_STD
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
