@@ -1,6 +1,6 @@
 """Image identity: file content digests and the per-image key of every stage.
 
-The unit of work is the image (DESIGN.md). An image's result at a stage is identified by a key built from
+The unit of work is the image (docs/ARCHITECTURE.md "Identifiers"). An image's result at a stage is identified by a key built from
 what it depends on, and by nothing else:
 
 - labels:   the labels parameters, the vocabulary, the image id and the image's bytes (plus the annotation's

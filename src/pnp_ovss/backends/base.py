@@ -1,4 +1,4 @@
-"""The interface a vision-language backend implements (DESIGN.md "Plug-and-play").
+"""The interface a vision-language backend implements (docs/backends.md).
 
 A backend knows how to load its checkpoint, turn an image into the model's input, turn a batch of class
 lists into caption tokens with the token span of every class, and compute the cross-attention GradCAM token

@@ -1,6 +1,6 @@
 """BLIP ITM (the released model) behind the backend interface: loading with the authors' LayerNorm eps and the
 ``[ENC]`` token, the caption tokens, the cross-attention probabilities and their gradients, and a tiny random
-BLIP for tests (DESIGN.md "Model"; ALGORITHM.md §3, §4).
+BLIP for tests (ALGORITHM.md §3, §4).
 
 Nothing here downloads at import time. :func:`load_blip` reads a local directory or the Hugging Face cache (it
 downloads only when the Hub is reachable and ``HF_HUB_OFFLINE`` is not set); a model that cannot be found is a
@@ -35,7 +35,8 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL = "Salesforce/blip-itm-large-flickr"
 
 
-#: LayerNorm eps of the authors' ViT (timm-style 1e-6) and BERT text encoder (1e-12) (DESIGN.md "Model")
+#: LayerNorm eps of the authors' ViT (timm-style 1e-6) and BERT text encoder (1e-12); the Hub's configs may say
+#: otherwise (the vision config says 1e-5), and :func:`load_config_with_authors_eps` sets them back to these
 AUTHORS_VISION_LN_EPS = 1e-6
 
 
