@@ -26,10 +26,22 @@ config.update(_normalised)
 normalise(dict(config))
 validate(config, schema="../config/schema.yaml", set_default=True)
 
+
+
+def only_looks():
+    """A parse that only looks writes nothing under results/: `snakemake -n` (Snakemake says so at parse
+    time: output_settings.dryrun), `--lint` (the one mode that parses with check_envvars off) and `--report`
+    without --report-after-run (Snakemake gives a parse no sign of it but its command line)."""
+    argv = sys.argv[1:]
+    report_only = any(a == "--report" or a.startswith("--report=") for a in argv) and "--report-after-run" not in argv
+    return bool(workflow.output_settings and workflow.output_settings.dryrun) or not workflow.check_envvars or report_only
+
+
+LOOKS_ONLY = only_looks()
 # only the main snakemake process repairs anything (sets damaged entries aside, writes job records): a
 # cluster job's own parse of this file runs beside other jobs and must not touch what they write
-REPAIRS = workflow.is_main_process
-PLAN = make_plan(config, repair=REPAIRS)
+REPAIRS = workflow.is_main_process and not LOOKS_ONLY
+PLAN = make_plan(config, repair=REPAIRS, write_memos=not LOOKS_ONLY)
 # threads of the model rules (gradcam, search maps): a few on a GPU so that refine/evaluate/labels jobs fill
 # the other cores meanwhile, every core on the CPU (config gradcam.threads overrides)
 import torch as _torch
@@ -39,6 +51,11 @@ MODEL_JOB_THREADS = model_job_threads(config["gradcam"], _torch.cuda.is_availabl
 # whose results were deleted is removed (so its job runs again)
 if REPAIRS:
     sync_job_records(PLAN)
+elif LOOKS_ONLY and PLAN.stale_records():
+    # (a job with no work and no record is not asked for, so it is not planned either: Plan.requested)
+    logger.warning(f"pnp-ovss: {len(PLAN.stale_records())} job record(s) say done while images lack results; a "
+                   f"run removes them and runs those jobs, which this dry run does not list: "
+                   f"{', '.join(PLAN.stale_records()[:3])}")
 logger.info(f"pnp-ovss: {plan_summary(PLAN)}")
 for _note in PLAN.notes:
     logger.warning(f"pnp-ovss: {_note}")

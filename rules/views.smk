@@ -5,7 +5,7 @@
 
 VIEW_KEYS = view_keys(PLAN, config)
 VIEW_PATHS = view_paths(PLAN, config["results"])
-_repairs, _notes = check_views(PLAN, VIEW_KEYS, VIEW_PATHS) if REPAIRS else ([], [])
+_repairs, _notes = check_views(PLAN, VIEW_KEYS, VIEW_PATHS, remove=REPAIRS) if workflow.is_main_process else ([], [])
 for _note in _notes:
     logger.warning(f"pnp-ovss: {_note}")
 VIEW_STAMP, SETTLED_STAMP = views_stamps(PLAN, VIEW_KEYS, _repairs)
@@ -13,7 +13,7 @@ VIEW_STAMP, SETTLED_STAMP = views_stamps(PLAN, VIEW_KEYS, _repairs)
 
 rule views:
     input:
-        jobs=[PLAN.job_output(j) for j in PLAN.pipeline_jobs()],
+        jobs=PLAN.pipeline_outputs(),
         masks=[PLAN.masks_view(h) for h in dict.fromkeys(run.refine for run in PLAN.runs)],
         tables=[f"{PLAN.eval_dir(run.evaluate)}/{MIOU_CSV}" for run in PLAN.runs]
         if PLAN.evaluates

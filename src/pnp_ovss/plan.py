@@ -141,18 +141,34 @@ class Plan:
             pixels = max(pixels, h * w)
         return max(4000, int((0.75 * 2**30 + REFINE_BYTES_PER_PIXEL * pixels) * 1.2 / 1e6) + 1)
 
+    def requested(self, job: StageJob) -> bool:
+        """Whether the rules ask for a job's record: when it has work or its record exists. A job with no work
+        and no record is asked for by nobody, so Snakemake does not plan it; in a run that writes,
+        :func:`sync_job_records` has given every such job its record first."""
+        return job.needed or job.recorded
+
     def upstream_output(self, stage_hash: str, name: str) -> list[str]:
-        """The record of the upstream stage's job on the same shard."""
+        """The record of the upstream stage's job on the same shard (when asked for: :meth:`requested`)."""
         up = self.job(stage_hash, name).upstream
-        return [self.job_output(up)] if up is not None else []
+        return [self.job_output(up)] if up is not None and self.requested(up) else []
 
     def pipeline_jobs(self) -> list[StageJob]:
         """The jobs `snakemake` (the default target) runs: every stage's, evaluation only with ground truth,
         not the search's."""
         return [j for j in self.jobs.values() if j.stage != "search" and (j.stage != "evaluate" or self.evaluates)]
 
+    def pipeline_outputs(self) -> list[str]:
+        """The records of the pipeline's jobs that are asked for (:meth:`requested`): the views rule's input."""
+        return [self.job_output(j) for j in self.pipeline_jobs() if self.requested(j)]
+
     def all_jobs(self, stage_hash: str) -> list[str]:
-        return [self.job_output(j) for j in self.stage_jobs[stage_hash]]
+        """The records of a stage folder's jobs that are asked for (:meth:`requested`)."""
+        return [self.job_output(j) for j in self.stage_jobs[stage_hash] if self.requested(j)]
+
+    def stale_records(self) -> list[str]:
+        """Records that say a job is done while some of its images lack results (entries deleted or set
+        aside): :func:`sync_job_records` removes them in a run that writes."""
+        return [self.job_output(j) for j in self.jobs.values() if j.stage != "evaluate" and j.needed and j.recorded]
 
     # --- what the rules ask (rules/*.smk) ---------------------------------------------------------------
     def job_work(self, stage_hash: str, name: str) -> dict:
@@ -429,10 +445,11 @@ def view_paths(plan: Plan, results: str) -> dict[str, Path]:
     return paths
 
 
-def check_views(plan: Plan, keys: dict[str, str], paths: dict[str, Path]) -> tuple[list[str], list[str]]:
+def check_views(plan: Plan, keys: dict[str, str], paths: dict[str, Path], remove: bool = True) -> tuple[list[str], list[str]]:
     """The fixed-path views to rebuild (missing, built for another config, edited), and the masks ``set-*``
     folders of this config whose files were edited or deleted, which are removed here (they are copies: the
-    cached maps are untouched) so that their rule rebuilds them. Returns (the repairs, notes naming each)."""
+    cached maps are untouched) so that their rule rebuilds them; ``remove=False`` (a parse that only looks:
+    ``snakemake -n``) removes nothing. Returns (the repairs, notes naming each)."""
     from .cache import check_view, seal_path
 
     repairs, notes = [], []
@@ -446,10 +463,11 @@ def check_views(plan: Plan, keys: dict[str, str], paths: dict[str, Path]) -> tup
         folder = Path(plan.stage_dir("refine", refine_hash)) / view
         problem = check_view(folder, view) if folder.exists() else None
         if problem:
-            import shutil
+            if remove:
+                import shutil
 
-            shutil.rmtree(folder, ignore_errors=True)
-            seal_path(folder).unlink(missing_ok=True)
+                shutil.rmtree(folder, ignore_errors=True)
+                seal_path(folder).unlink(missing_ok=True)
             repairs.append(f"{folder}: {problem}")
             notes.append(f"{folder} is rebuilt: {problem} (the cached masks are untouched)")
     return repairs, notes
@@ -502,9 +520,11 @@ def plan_summary(plan: Plan) -> str:
     )
 
 
-def make_plan(raw_config: dict, repair: bool = True) -> Plan:
+def make_plan(raw_config: dict, repair: bool = True, write_memos: bool = True) -> Plan:
     """The plan of a config. ``repair``: set damaged entries aside (the main snakemake process); without it
-    a damaged entry only counts as missing (a cluster job's own parse, beside other jobs' writes)."""
+    a damaged entry only counts as missing (a cluster job's own parse, beside other jobs' writes).
+    ``write_memos``: save the image header and file digest memos (``.headers.json``, ``.digests.json``);
+    with neither (``snakemake -n``, ``--lint``, ``--report``) planning writes nothing."""
     cfg = normalise(raw_config)
     dataset = get_dataset(cfg)
     ids = ordered_ids(cfg, dataset)
@@ -514,11 +534,13 @@ def make_plan(raw_config: dict, repair: bool = True) -> Plan:
     plan = Plan(cfg, dataset, ids, shards, runs, table, out, repair=repair)
     headers = HeaderCache(Path(out) / HEADER_CACHE_NAME)
     scan = scan_images(dataset, ids, headers)
-    headers.save()
+    if write_memos:
+        headers.save()
     plan.notes = scan.notes
     digests = DigestCache(Path(out) / DIGEST_CACHE_NAME)
     keys = _stage_keys(plan, digests, scan.tags)
-    digests.save()
+    if write_memos:
+        digests.save()
     _plan_jobs(plan, keys)
     _plan_search(plan, keys)
     return plan
