@@ -7,7 +7,8 @@ with ``exclude_sep_rows`` only the unfinished images are computed. When every im
 is moved (rename) into ``out_dir/maps.zarr`` — ``out_dir`` is the rule's ``directory()`` output, which
 Snakemake deletes when a job fails, so progress lives in the work area until the shard is whole.
 
-The rule script calls :func:`run_gradcam_shard` directly.
+The workflow's rule script (workflow/scripts/gradcam.py) calls :func:`run_gradcam_job`; :func:`run_gradcam_shard`
+(one store for a shard) is what ``pnp-ovss segment`` and some tests call.
 """
 
 from __future__ import annotations
