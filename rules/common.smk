@@ -8,7 +8,7 @@ from snakemake.utils import validate
 
 from pnp_ovss.checks import preflight
 from pnp_ovss.config import coerce_to_schema, fold_dotted, load_schema, normalise
-from pnp_ovss.config import backend_name, model_job_threads, resolve_fixes
+from pnp_ovss.config import backend_name, gpu_visible, model_job_threads, resolve_fixes
 from pnp_ovss.layout import (
     BEST_YAML, VIEWS_DIR, CHART_PNG, HEATMAP_PNG, LAST_RUN_YAML, LATEST_DIR, MIOU_CSV, OVERLAYS_DIR, PARAMETERS_CSV,
     PER_CLASS_CSV, REWARDS_CSV, SKIPPED_CSV, SUMMARY_CSV, THRESHOLD_PNG,
@@ -44,9 +44,8 @@ REPAIRS = workflow.is_main_process and not LOOKS_ONLY
 PLAN = make_plan(config, repair=REPAIRS, write_memos=not LOOKS_ONLY)
 # threads of the model rules (gradcam, search maps): a few on a GPU so that refine/evaluate/labels jobs fill
 # the other cores meanwhile, every core on the CPU (config gradcam.threads overrides)
-import torch as _torch
 
-MODEL_JOB_THREADS = model_job_threads(config["gradcam"], _torch.cuda.is_available())
+MODEL_JOB_THREADS = model_job_threads(config["gradcam"], gpu_visible())
 # a shard job whose images all have results is recorded as done here (so it is not planned); a record
 # whose results were deleted is removed (so its job runs again)
 if REPAIRS:

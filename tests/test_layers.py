@@ -139,3 +139,24 @@ def test_parsing_and_planning_never_import_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_rules_import_no_torch_at_parse():
+    root = PACKAGE.parents[1]
+    parsed = [root / "Snakefile", *sorted((root / "rules").glob("*.smk"))]
+    assert [p.name for p in parsed if "import torch" in p.read_text(encoding="utf-8")] == []
+
+
+def test_a_gpu_is_seen_without_torch(tmp_path):
+    from pnp_ovss.config import gpu_visible
+
+    assert gpu_visible({}, root=str(tmp_path)) is False
+    (tmp_path / "dev").mkdir()
+    (tmp_path / "dev" / "nvidiactl").touch()  # the driver's control device is no GPU
+    assert gpu_visible({}, root=str(tmp_path)) is False
+    (tmp_path / "dev" / "nvidia0").touch()
+    assert gpu_visible({}, root=str(tmp_path)) is True
+    assert gpu_visible({"CUDA_VISIBLE_DEVICES": ""}, root=str(tmp_path)) is False
+    (tmp_path / "dev" / "nvidia0").unlink()
+    (tmp_path / "proc" / "driver" / "nvidia" / "gpus" / "0000:17:00.0").mkdir(parents=True)
+    assert gpu_visible({"CUDA_VISIBLE_DEVICES": "0"}, root=str(tmp_path)) is True

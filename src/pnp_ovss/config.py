@@ -6,6 +6,7 @@ import copy
 import itertools
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from importlib import resources
 
 import yaml
@@ -230,6 +231,26 @@ def labels_params(cfg: dict) -> dict:
 GPU_JOB_THREADS = 4
 #: a CPU GPU-stage job asks for this many threads, which Snakemake caps at ``--cores``: the whole machine
 ALL_CORES = 256
+
+
+def gpu_visible(environ=None, root: str = "/") -> bool:
+    """Whether this machine shows an NVIDIA GPU to its processes, read without torch (the parse never imports
+    it): a GPU under ``/proc/driver/nvidia/gpus`` or a ``/dev/nvidiaN`` device, unless ``CUDA_VISIBLE_DEVICES``
+    hides them all. Only scheduling asks this (the model rules' threads); a job decides its device itself."""
+    import os
+
+    environ = os.environ if environ is None else environ
+    visible = environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        return False
+    base = Path(root)
+    gpus = base / "proc" / "driver" / "nvidia" / "gpus"
+    try:
+        if gpus.is_dir() and any(gpus.iterdir()):
+            return True
+        return any(p.name[len("nvidia"):].isdigit() for p in (base / "dev").glob("nvidia[0-9]*"))
+    except OSError:
+        return False
 
 
 def on_gpu(gradcam_cfg: dict, cuda_available: bool) -> bool:
