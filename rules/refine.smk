@@ -19,7 +19,7 @@ rule refine:
         upstream_dir=lambda wc: PLAN.upstream_dir(wc.rh),
     threads: 1
     resources:
-        mem_mb=lambda wc: PLAN.refine_mem_mb(wc.rh, wc.job),  # its largest image (README "Refine speed")
+        mem_mb=lambda wc: PLAN.refine_mem_mb(wc.rh, wc.job),  # its largest image (docs/performance.md "Refine speed")
     conda:
         "../envs/pnp-ovss.yaml"
     script:

@@ -131,7 +131,7 @@ class Plan:
 
     def refine_mem_mb(self, stage_hash: str, name: str) -> int:
         """The memory a refine job asks for: its largest image by the fit of benchmarks/refine_memory.py
-        (0.75 GiB + 318 bytes per pixel, README "Refine speed"), with a fifth more, and at least 4000 MB."""
+        (0.75 GiB + 318 bytes per pixel, docs/performance.md "Refine speed"), with a fifth more, and at least 4000 MB."""
         pixels = 0
         for image_id in self.job(stage_hash, name).ids:
             try:

@@ -1,4 +1,4 @@
-"""Zarr shard stores of GradCAM maps (docs/ARCHITECTURE.md "Zarr shard store").
+"""Zarr stores of GradCAM maps (docs/ARCHITECTURE.md "Zarr GradCAM store").
 
 One group per image, written by exactly one process; the attribute ``complete`` is written last, so a
 group without it is unfinished and will be recomputed. Stores are never opened with mode "w" by a worker.

@@ -1,6 +1,6 @@
 """Adapters for the five benchmarks in their mmsegmentation layout under ``data_root``.
 
-Layouts (see README "Datasets"):
+Layouts (see docs/datasets.md "Layouts"):
   voc          VOCdevkit/VOC2012/{JPEGImages, SegmentationClass, ImageSets/Segmentation/val.txt}
   psc          VOCdevkit/VOC2010/{JPEGImages, SegmentationClassContext, ImageSets/SegmentationContext/val.txt}
   ade20k       ADEChallengeData2016/{images,annotations}/validation

@@ -96,7 +96,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "prepare",
         help="make a benchmark's layout from the official downloads",
-        description="Write a benchmark in the layout the dataset adapters read (README \"Datasets\"), from the "
+        description="Write a benchmark in the layout the dataset adapters read (docs/datasets.md), from the "
                     "official downloads as distributed (archives) or extracted (folders), then run "
                     "`pnp-ovss datasets check` on it. Reruns write only what is missing.",
         epilog="downloads each dataset needs (in --downloads, as archives or extracted folders):\n" + _needs_text(),
