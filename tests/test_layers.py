@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "pnp_ovss"
 LAYERS = [
     ("entry points", ("cli", "segment", "datasets.cli", "labels.cli", "prepare.cli", "backends.cli")),
     ("stages and search", ("stages", "search", "prepare", "report")),
-    ("planning", ("plan", "workflow", "config", "checks")),
+    ("planning", ("plan", "config", "checks")),
     ("backends", ("backends",)),
     ("core", ("",)),
 ]

@@ -21,7 +21,7 @@ from pnp_ovss.config import (
     short_hash,
 )
 from pnp_ovss.datasets.folder import demo_root
-from pnp_ovss.workflow import make_plan
+from pnp_ovss.plan import make_plan
 
 CASES = {
     "demo_faithful": {},
