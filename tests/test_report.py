@@ -44,7 +44,7 @@ def test_overlay_has_the_photo_size_plus_its_legend_and_shows_the_photo_on_top()
     lab = labels_with()
     pic = rp.overlay(image, lab, PALETTE, NAMES)
     assert pic.mode == "RGB"
-    assert pic.size == (60, 40 + rp.legend_height(lab, NAMES, 60))
+    assert pic.size == (60, 40 + legend_height(lab, NAMES, 60))
     top = np.asarray(pic)[:40]
     assert np.array_equal(top, rp.blend_mask(image, lab, PALETTE))
     legend = np.asarray(pic)[40:]
@@ -53,9 +53,13 @@ def test_overlay_has_the_photo_size_plus_its_legend_and_shows_the_photo_on_top()
     assert not (legend == PALETTE[2]).all(axis=-1).any()  # sofa absent
 
 
+def legend_height(labels, names, width):
+    return rp.draw_legend(rp.legend_entries(labels, names), PALETTE, width).height
+
+
 def test_legend_wraps_into_more_rows_for_many_classes_on_a_narrow_picture():
     many = np.repeat(np.arange(1, 5), 10).reshape(4, 10).astype(np.uint8)
-    assert rp.legend_height(many, NAMES, 40) > rp.legend_height(many, NAMES, 2000)
+    assert legend_height(many, NAMES, 40) > legend_height(many, NAMES, 2000)
 
 
 def test_panel_puts_ground_truth_beside_the_prediction(tmp_path):

@@ -10,12 +10,10 @@ import pytest
 from pnp_ovss.search.reward import (
     SettingReward,
     class_wins,
-    image_reward,
     masked_images,
     reward_mask,
     reward_masks,
     token_contrast,
-    total_reward,
 )
 
 S = 64
@@ -56,9 +54,9 @@ def test_class_wins_worked_by_hand():
     # (p1 ≈ 0.12); the negative image is even (0.5, 0.5): class 0 wins, class 1 loses.
     logits = np.array([[2.0, 0.0], [2.0, 0.0], [1.0, 1.0]])
     np.testing.assert_array_equal(class_wins(logits), [True, False])
-    assert image_reward(logits) == 1
+    assert class_wins(logits).sum() == 1
     # a tie with the negative image is not a win (strictly greater)
-    assert image_reward(np.array([[1.0, 1.0], [1.0, 1.0], [1.0, 1.0]])) == 0
+    assert class_wins(np.array([[1.0, 1.0], [1.0, 1.0], [1.0, 1.0]])).sum() == 0
     with pytest.raises(ValueError, match=r"\[K \+ 1, K\]"):
         class_wins(np.zeros((2, 2)))
 
@@ -98,21 +96,25 @@ def test_reward_ranks_the_right_masks_above_empty_and_whole_image_masks():
         if name == "whole":
             masks[:] = True  # a flat map normalises to zeros; the whole-image case is set directly
         logits = colour_scorer(masked_images(image, masks), channels=[0, 1])
-        rewards[name] = image_reward(logits)
+        rewards[name] = int(class_wins(logits).sum())
     assert rewards == {"right": 2, "empty": 0, "whole": 1}
 
 
 def test_total_reward_sums_images_per_class_and_with_contrast():
     win_both = np.array([[2.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
     win_first = np.array([[2.0, 0.0], [2.0, 0.0], [1.0, 1.0]])
-    total = total_reward([([5, 7], win_both), ([5, 9], win_first)])
-    assert isinstance(total, SettingReward)
+    flat = np.zeros((2, 4, 4))
+    total = SettingReward()
+    total.add_image([5, 7], win_both, flat, contrast=False)
+    total.add_image([5, 9], win_first, flat, contrast=False)
     assert (total.total, total.images) == (3, 2)
     assert total.per_class() == {5: 1.0, 7: 1.0, 9: 0.0}
     overlapping = np.ones((2, 4, 4))  # contrast 1: the image's reward is scaled to 0
     disjoint = np.zeros((2, 4, 4))
     disjoint[0, :2], disjoint[1, 2:] = 1, 1
-    scaled = total_reward([([5, 7], win_both), ([5, 9], win_first)], contrast_masks=[overlapping, disjoint])
+    scaled = SettingReward()
+    scaled.add_image([5, 7], win_both, overlapping, contrast=True)
+    scaled.add_image([5, 9], win_first, disjoint, contrast=True)
     assert scaled.total == pytest.approx(0 * 2 + 1 * 1)
 
 

@@ -97,13 +97,6 @@ def _legend_layout(entries, width, font, draw):
     return positions, y + swatch + pad
 
 
-def legend_height(labels: np.ndarray, class_names: Mapping[int, str], width: int) -> int:
-    """Height in pixels of the legend strip ``overlay`` puts under a picture of this width."""
-    font = font_for_width(width)
-    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    return _legend_layout(legend_entries(labels, class_names), width, font, draw)[1]
-
-
 def draw_legend(entries, palette: np.ndarray, width: int) -> Image.Image:
     """A white strip ``width`` wide with a colour swatch and the name of each entry."""
     font = font_for_width(width)
@@ -132,7 +125,7 @@ def overlay(
 ) -> Image.Image:
     """The label map blended over the photo, with a legend strip of the classes present underneath.
 
-    Size: W × (H + ``legend_height(labels, class_names, W)``). Background (0) is left untinted;
+    Size: W × (H + the legend strip's height, :func:`draw_legend`). Background (0) is left untinted;
     ``class_names`` maps dataset id → name (ids without a name show as "id N", 255 as "ignore").
     """
     blended = blend_mask(image_rgb, labels, palette)

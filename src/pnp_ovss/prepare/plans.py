@@ -36,9 +36,6 @@ class Task:
     image: str
     steps: list[Step]
 
-    def output_paths(self) -> list[str]:
-        return [path for step in self.steps for path, _ in step.outputs]
-
 
 @dataclass
 class Plan:

@@ -88,11 +88,6 @@ def class_wins(logits: np.ndarray) -> np.ndarray:
     return own > negative
 
 
-def image_reward(logits: np.ndarray) -> int:
-    """The number of the image's classes that win (:func:`class_wins`)."""
-    return int(class_wins(logits).sum())
-
-
 def token_contrast(masks: np.ndarray) -> float:
     """Mean pairwise cosine similarity of the class masks (flattened); 0 for fewer than two classes or when a
     mask is empty."""
@@ -127,21 +122,13 @@ class SettingReward:
             self.seen[cid] = self.seen.get(cid, 0) + 1
             self.wins[cid] = self.wins.get(cid, 0) + int(won)
 
+    def add_image(self, class_ids: Sequence[int], logits: np.ndarray, masks: np.ndarray, contrast: bool) -> None:
+        """One image: its classes' wins (:func:`class_wins` of the CLIP ``logits``), the image's reward scaled
+        by ``1 - token_contrast(masks)`` with ``contrast`` (the §8 variant)."""
+        self.add(list(class_ids), class_wins(logits), 1.0 - token_contrast(masks) if contrast else 1.0)
+
     def per_class(self) -> dict[int, float]:
         return {cid: self.wins[cid] / n for cid, n in sorted(self.seen.items())}
-
-
-def total_reward(per_image: Iterable[tuple[Sequence[int], np.ndarray]], contrast_masks: Iterable[np.ndarray] | None = None) -> SettingReward:
-    """Sum :func:`class_wins` over images given as ``(class_ids, logits)``; with ``contrast_masks`` (one mask
-    stack per image) each image's reward is scaled by ``1 - token_contrast`` (the §8 variant)."""
-    out = SettingReward()
-    masks_iter = iter(contrast_masks) if contrast_masks is not None else None
-    for class_ids, logits in per_image:
-        weight = 1.0
-        if masks_iter is not None:
-            weight = 1.0 - token_contrast(next(masks_iter))
-        out.add(list(class_ids), class_wins(logits), weight)
-    return out
 
 
 def prompts_for(names: list[str], template: str) -> list[str]:

@@ -21,7 +21,7 @@ from PIL import Image
 
 from ..io import atomic_write_text
 from ..layout import BEST_YAML, HEATMAP_PNG, REWARDS_CSV, STUDY_DB, SUMMARY_CSV, THRESHOLD_PNG
-from .reward import SettingReward, class_wins, masked_images, reward_masks, token_contrast
+from .reward import SettingReward, masked_images, reward_masks
 
 LOG = logging.getLogger(__name__)
 DEFAULT_TRIALS = 30
@@ -89,8 +89,7 @@ def score_setting(scorer, images: list[SearchImage], li: int, hi: int, threshold
         else:
             masks = reward_masks(maps, threshold, size)
         logits = scorer.logits(masked_images(image.clip_rgb, masks), prompts_for(image.class_names, params["prompt"]), batch_size)
-        weight = 1.0 - token_contrast(masks) if params["contrast"] else 1.0
-        total.add(image.class_ids, class_wins(logits), weight)
+        total.add_image(image.class_ids, logits, masks, params["contrast"])
     return total
 
 
