@@ -1,4 +1,4 @@
-"""A tiny in-memory-backed dataset and GradCAM store for the refine and report tests."""
+"""A tiny in-memory-backed dataset and GradCAM entries for the refine and report tests."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from PIL import Image
 
 from pnp_ovss.datasets.base import Dataset
 from pnp_ovss.errors import DatasetError
-from pnp_ovss.store import ImageMaps, open_store, write_image_maps
+from pnp_ovss.store import ImageMaps
 from pnp_ovss.vocab import Vocabulary
 
 NAMES = ("cat", "sofa", "lamp", "potted plant")
@@ -72,13 +72,17 @@ def quadrant_maps(p: int = 21, d: int = 4) -> np.ndarray:
     return m
 
 
-def write_fixture(root: Path, images: dict, store_maps: dict) -> Path:
-    """Write images {id: rgb} and store entries {id: (maps, class_ids, orig_size)}; returns the store path."""
+def write_fixture(root: Path, images: dict, store_maps: dict, skipped: tuple[str, ...] = ()) -> Path:
+    """Write images {id: rgb}, GradCAM entries {id: (maps, class_ids, orig_size)} (key = the image id) and
+    GradCAM skip records for ``skipped``; returns the GradCAM stage folder."""
+    from pnp_ovss.cache import write_gradcam_entry, write_skip
+
     for image_id, rgb in images.items():
         write_rgb(root / "images" / f"{image_id}.png", rgb)
-    store = root / "shard-0000" / "maps.zarr"
-    group = open_store(store, create=True)
+    stage_dir = root / "gradcam"
     for image_id, (maps, ids, size) in store_maps.items():
         attrs = {"class_ids": list(ids), "class_names": [NAMES[i - 1] for i in ids], "orig_size": list(size)}
-        write_image_maps(group, ImageMaps(image_id, maps, np.zeros((maps.shape[1], 10), np.int32), attrs))
-    return store
+        write_gradcam_entry(stage_dir, image_id, ImageMaps(image_id, maps, np.zeros((maps.shape[1], 10), np.int32), attrs))
+    for image_id in skipped:
+        write_skip(stage_dir, image_id, image_id, "gradcam", "unreadable image (test)")
+    return stage_dir

@@ -8,8 +8,9 @@ from pnp_ovss.config import normalise
 from pnp_ovss.datasets import get_dataset
 from pnp_ovss.datasets.folder import demo_root
 from pnp_ovss.demo import write_demo
-from pnp_ovss.stages.evaluate import run_evaluate_shard, save_shard, write_tables
-from pnp_ovss.io import write_label_png
+from pnp_ovss.cache import entry_path, write_sealed_bytes
+from pnp_ovss.stages.evaluate import run_evaluate_job, save_shard, write_tables
+from pnp_ovss.io import label_png_bytes
 from pnp_ovss.protocols import get_protocol
 
 
@@ -29,10 +30,20 @@ def demo():
     return get_dataset(normalise({}))
 
 
+def write_mask(refine_dir, image_id, labels):
+    """A label map entry of a refine stage folder (key = the image id)."""
+    write_sealed_bytes(entry_path(refine_dir, "refine", image_id), label_png_bytes(labels))
+
+
+def evaluate(demo, ids, prot, refine_dir, **kw):
+    return run_evaluate_job(demo, ids, prot, upstream_keys={i: i for i in ids}, upstream_dir=refine_dir, **kw)
+
+
 def _score(demo, masks_dir, ids, protocol_name, tmp_path, tag):
     prot = get_protocol("demo", protocol_name, demo.vocabulary)
-    hist, n, skipped = run_evaluate_shard(demo, ids, prot, masks_dir)
-    save_shard(tmp_path / f"{tag}.npz", hist, n, skipped)
+    hist, n, skipped, made_from = evaluate(demo, ids, prot, masks_dir)
+    assert made_from is not None  # every label map's digest known
+    save_shard(tmp_path / f"{tag}.npz", hist, n, skipped, made_from)
     row = write_tables(
         [tmp_path / f"{tag}.npz"], prot, "demo", {"refine.hash": "x"},
         tmp_path / f"{tag}_miou.csv", tmp_path / f"{tag}_pc.csv", tmp_path / f"{tag}_skipped.csv",
@@ -43,7 +54,7 @@ def _score(demo, masks_dir, ids, protocol_name, tmp_path, tag):
 def test_demo_masks_score_100_against_themselves(demo, tmp_path):
     ids = demo.image_ids()
     for i in ids:
-        write_label_png(tmp_path / "self" / f"{i}.png", demo.ground_truth(i, "pnp"))
+        write_mask(tmp_path / "self", i, demo.ground_truth(i, "pnp"))
     row, per_class = _score(demo, tmp_path / "self", ids, "pnp", tmp_path, "self")
     assert row["mIoU"] == 100.0 and row["pixel_accuracy"] == 100.0 and row["n_images"] == 6
     assert row["n_classes_scored"] == 6  # six classes, no background pixel in the demo
@@ -57,7 +68,7 @@ def test_demo_masks_shifted_by_rows_give_the_independently_counted_ious(demo, tm
     for i in ids:
         gt = demo.ground_truth(i, "pnp")
         shifted = np.roll(gt, 12, axis=0)
-        write_label_png(tmp_path / "shift" / f"{i}.png", shifted)
+        write_mask(tmp_path / "shift", i, shifted)
         for c in range(7):
             inter[c] += np.sum((gt == c) & (shifted == c))
             union[c] += np.sum((gt == c) | (shifted == c))
@@ -71,11 +82,10 @@ def test_demo_masks_shifted_by_rows_give_the_independently_counted_ious(demo, tm
 
 def test_missing_mask_fails_or_is_skipped(demo, tmp_path):
     ids = demo.image_ids()
-    (tmp_path / "m").mkdir()
     for i in ids[1:]:
-        write_label_png(tmp_path / "m" / f"{i}.png", demo.ground_truth(i, "pnp"))
+        write_mask(tmp_path / "m", i, demo.ground_truth(i, "pnp"))
     prot = get_protocol("demo", "pnp", demo.vocabulary)
     with pytest.raises(Exception, match=f"{ids[0]}.png: predicted mask missing"):
-        run_evaluate_shard(demo, ids, prot, tmp_path / "m")
-    hist, n, skipped = run_evaluate_shard(demo, ids, prot, tmp_path / "m", on_error="skip")
-    assert n == 5 and [s["image_id"] for s in skipped] == [ids[0]]
+        evaluate(demo, ids, prot, tmp_path / "m")
+    hist, n, skipped, made_from = evaluate(demo, ids, prot, tmp_path / "m", on_error="skip")
+    assert n == 5 and [s["image_id"] for s in skipped] == [ids[0]] and made_from is None

@@ -15,6 +15,7 @@ import pytest
 from _tiny_blip import CLASS_LISTS, FakeDataset, tiny, tiny_dir, write_images  # noqa: F401  (fixtures)
 from pnp_ovss.cache import entry_path, write_labels_entry
 from pnp_ovss.stages.gradcam import pipelined, run_gradcam_job
+from pnp_ovss.stages.job import ShardWork
 from pnp_ovss.store import open_store, read_image_maps
 
 
@@ -101,9 +102,8 @@ def _job(tmp_path, tiny_dir, overlap, name):
               "exclude_sep_rows": False, "mean_last_class": False}
     stage_dir = tmp_path / name
     timings = {}
-    computed = run_gradcam_job(ds, ids, params, keys={i: f"G{i}" for i in ids}, stage_dir=stage_dir,
-                               record=stage_dir / "job.json", upstream_keys={i: f"L{i}" for i in ids},
-                               upstream_dir=labels_dir, device="cpu", progress=False, overlap=overlap, timings=timings)
+    work = ShardWork({i: f"G{i}" for i in ids}, stage_dir, stage_dir / "job.json", {i: f"L{i}" for i in ids}, labels_dir)
+    computed = run_gradcam_job(ds, ids, params, work, device="cpu", progress=False, overlap=overlap, timings=timings)
     return ids, stage_dir, computed, timings
 
 

@@ -1,6 +1,6 @@
-"""The GradCAM shard stage (issue #3): Zarr store contents, atomic publication into the directory output,
-resume after a crash (faithful: a partly finished batch is recomputed whole, its complete images are not
-rewritten) and after a real SIGKILL of a running job."""
+"""The GradCAM stage job (issue #3): per-image Zarr entries and their contents, resume after a crash
+(faithful: a partly finished batch is recomputed whole, its finished images are not rewritten) and after a
+real SIGKILL of a running job."""
 
 from __future__ import annotations
 
@@ -18,9 +18,13 @@ import numpy as np
 import pytest
 
 from _tiny_blip import CLASS_LISTS, FakeDataset, tiny, tiny_dir, write_images  # noqa: F401  (fixtures)
-from pnp_ovss.stages import gradcam as gradcam_stage
+from pnp_ovss import cache
+from pnp_ovss.cache import entry_path, write_labels_entry
 from pnp_ovss.config import short_hash
-from pnp_ovss.store import completed_ids, read_image_maps
+from pnp_ovss.ordering import batches_of
+from pnp_ovss.stages import gradcam as gradcam_stage
+from pnp_ovss.stages.job import ShardWork
+from pnp_ovss.store import open_store, read_image_maps
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -56,6 +60,17 @@ def make_shard(root: Path, n: int, empty: tuple[int, ...] = ()):
     return FakeDataset(root / "images", ids), ids, labels
 
 
+def shard_work(ids, labels, stage_dir: Path, log=None) -> ShardWork:
+    """The job's work: gradcam keys ``G<id>`` in ``stage_dir``, labels entries ``L<id>`` (written here when
+    missing) in ``<stage_dir>-labels``."""
+    labels_dir = stage_dir.parent / f"{stage_dir.name}-labels"
+    for image_id in ids:
+        if not entry_path(labels_dir, "labels", f"L{image_id}").exists():
+            write_labels_entry(labels_dir, f"L{image_id}", image_id, labels[image_id])
+    return ShardWork({i: f"G{i}" for i in ids}, stage_dir, stage_dir / "jobs" / "job.json",
+                     {i: f"L{i}" for i in ids}, labels_dir, "shard-0000", log)
+
+
 class ListHandler(logging.Handler):
     def __init__(self):
         super().__init__()
@@ -65,32 +80,51 @@ class ListHandler(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-def run_logged(*args, **kw):
+def run_logged(ds, ids, params, labels, stage_dir, **kw):
     log = logging.getLogger(f"test.gradcam.{time.monotonic_ns()}")
     log.setLevel(logging.INFO)
     h = ListHandler()
     log.addHandler(h)
     log.propagate = False
-    gradcam_stage.run_gradcam_shard(*args, log=log, progress=False, **kw)
+    gradcam_stage.run_gradcam_job(ds, ids, params, shard_work(ids, labels, stage_dir, log), progress=False, **kw)
     return h.messages
 
 
 def ids_logged(messages, verb):
-    return [m.split(" ", 1)[1] for m in messages if m.startswith(verb + " ")]
+    return [m.split(" ")[1] for m in messages if m.startswith(verb + " ")]
 
 
-def test_shard_store_contents_and_publication(tmp_path, tiny_dir):
+def maps_of(stage_dir: Path, image_id: str):
+    return read_image_maps(open_store(entry_path(stage_dir, "gradcam", f"G{image_id}")), image_id)
+
+
+def stored_ids(stage_dir: Path, ids) -> set[str]:
+    return {i for i in ids if entry_path(stage_dir, "gradcam", f"G{i}").is_dir()}
+
+
+def crash_when_writing(monkeypatch, image_id):
+    real = cache.write_gradcam_entry
+
+    def write(stage_dir, key, item, *args, **kw):
+        if item.image_id == image_id:
+            raise RuntimeError("simulated crash")
+        return real(stage_dir, key, item, *args, **kw)
+
+    monkeypatch.setattr(cache, "write_gradcam_entry", write)
+    return lambda: monkeypatch.setattr(cache, "write_gradcam_entry", real)
+
+
+def test_entries_contents_and_rerun(tmp_path, tiny_dir):
     ds, ids, labels = make_shard(tmp_path, 5, empty=(3,))
     params = stage_params(tiny_dir, exclude_sep_rows=True, mean_last_class=True)
-    out, work = tmp_path / "out" / "shard-0000", tmp_path / "work" / "shard-0000"
-    out.mkdir(parents=True)  # Snakemake may or may not have created the directory output
-    msgs = run_logged(ds, ids, params, labels, out, work, device="cpu")
-    store = out / "maps.zarr"
-    assert store.is_dir() and not (work / "maps.zarr").exists()
-    assert completed_ids(store) == set(ids)
+    out = tmp_path / "gradcam"
+    msgs = run_logged(ds, ids, params, labels, out, device="cpu")
+    assert stored_ids(out, ids) == set(ids)
     assert sorted(ids_logged(msgs, "stored")) == sorted(ids)
+    record = json.loads((out / "jobs" / "job.json").read_text())
+    assert record["computed"] == sorted(ids) and record["reused"] == 0 and record["stage"] == "gradcam"
     for i, image_id in enumerate(ids):
-        item = read_image_maps(store, image_id)
+        item = maps_of(out, image_id)
         k = len(labels[image_id]["names"])
         assert item.maps.shape == (k, 2, 10, 10) and item.maps.dtype == np.float32
         h, w = ds.image_size(image_id)
@@ -108,9 +142,9 @@ def test_shard_store_contents_and_publication(tmp_path, tiny_dir):
             assert item.maps[:, 0].any()
         else:  # no confident class: stored with K = 0 and no drop iterations
             assert item.dropped.shape == (0, 5)
-    # a rerun on a published shard does nothing
-    again = run_logged(ds, ids, params, labels, out, work, device="cpu")
-    assert not ids_logged(again, "computed")
+    # a rerun on a finished job does nothing
+    again = run_logged(ds, ids, params, labels, out, device="cpu")
+    assert not ids_logged(again, "computed") and not ids_logged(again, "stored")
 
 
 def test_stage_results_equal_gradcam_batch_in_the_given_batches(tmp_path, tiny, tiny_dir):
@@ -121,12 +155,12 @@ def test_stage_results_equal_gradcam_batch_in_the_given_batches(tmp_path, tiny, 
 
     ds, ids, labels = make_shard(tmp_path, 3)
     params = stage_params(tiny_dir, batch_size=3)
-    run_logged(ds, ids, params, labels, tmp_path / "out", tmp_path / "work", device="cpu")
+    run_logged(ds, ids, params, labels, tmp_path / "out", device="cpu")
     model, tok = tiny
     x = torch.stack([preprocess_image(open_rgb(ds.image_path(i)), 160) for i in ids])
     want = gradcam_batch(model, tok, x, [labels[i]["names"] for i in ids], params)
     for image_id, w in zip(ids, want):
-        got = read_image_maps(tmp_path / "out" / "maps.zarr", image_id)
+        got = maps_of(tmp_path / "out", image_id)
         np.testing.assert_allclose(got.maps, w.maps, rtol=1e-5, atol=1e-12)
         np.testing.assert_array_equal(got.dropped, w.dropped)
 
@@ -144,38 +178,30 @@ def test_released_ade_input_follows_the_dataset_and_the_fix(tmp_path, tiny_dir, 
     monkeypatch.setattr(BlipBackend, "preprocess", spy)
     ds, ids, labels = make_shard(tmp_path, 1)
     ds.unnormalised_input = True
-    run_logged(ds, ids, stage_params(tiny_dir), labels, tmp_path / "o1", tmp_path / "w1", device="cpu")
-    run_logged(ds, ids, stage_params(tiny_dir, normalize_ade=True), labels, tmp_path / "o2", tmp_path / "w2", device="cpu")
+    run_logged(ds, ids, stage_params(tiny_dir), labels, tmp_path / "o1", device="cpu")
+    run_logged(ds, ids, stage_params(tiny_dir, normalize_ade=True), labels, tmp_path / "o2", device="cpu")
     assert seen == [True, False]
 
 
 def test_faithful_resume_recomputes_a_partial_batch_without_rewriting_its_complete_images(tmp_path, tiny_dir, monkeypatch):
     ds, ids, labels = make_shard(tmp_path, 6)
     params = stage_params(tiny_dir)  # faithful, batches of 2
-    run_logged(ds, ids, params, labels, tmp_path / "ref_out", tmp_path / "ref_work", device="cpu")
+    run_logged(ds, ids, params, labels, tmp_path / "ref", device="cpu")
 
-    real_mark = gradcam_stage.mark_complete
+    out = tmp_path / "out"
+    restore = crash_when_writing(monkeypatch, "img_003")
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_logged(ds, ids, params, labels, out, device="cpu")
+    restore()
+    assert stored_ids(out, ids) == {"img_000", "img_001", "img_002"}
+    assert not (out / "jobs" / "job.json").exists()
 
-    def crash_on_img_003(group, image_id):
-        if image_id == "img_003":
-            raise KeyboardInterrupt("simulated crash")
-        real_mark(group, image_id)
-
-    out, work = tmp_path / "out", tmp_path / "work"
-    monkeypatch.setattr(gradcam_stage, "mark_complete", crash_on_img_003)
-    with pytest.raises(KeyboardInterrupt):
-        run_logged(ds, ids, params, labels, out, work, device="cpu")
-    monkeypatch.setattr(gradcam_stage, "mark_complete", real_mark)
-    assert completed_ids(work / "maps.zarr") == {"img_000", "img_001", "img_002"}
-    assert not (out / "maps.zarr").exists()
-
-    msgs = run_logged(ds, ids, params, labels, out, work, device="cpu")
+    msgs = run_logged(ds, ids, params, labels, out, device="cpu")
     # batch 1 skipped; batch 2 (img_002 complete, img_003 not) recomputed whole, only img_003 rewritten
     assert ids_logged(msgs, "computed") == ["img_002", "img_003", "img_004", "img_005"]
     assert ids_logged(msgs, "stored") == ["img_003", "img_004", "img_005"]
     for image_id in ids:
-        got = read_image_maps(out / "maps.zarr", image_id)
-        want = read_image_maps(tmp_path / "ref_out" / "maps.zarr", image_id)
+        got, want = maps_of(out, image_id), maps_of(tmp_path / "ref", image_id)
         np.testing.assert_allclose(got.maps, want.maps, rtol=1e-5, atol=1e-12)
         np.testing.assert_array_equal(got.dropped, want.dropped)
 
@@ -183,20 +209,13 @@ def test_faithful_resume_recomputes_a_partial_batch_without_rewriting_its_comple
 def test_clean_resume_computes_only_unfinished_images(tmp_path, tiny_dir, monkeypatch):
     ds, ids, labels = make_shard(tmp_path, 4)
     params = stage_params(tiny_dir, exclude_sep_rows=True, mean_last_class=True)
-    real_mark = gradcam_stage.mark_complete
-
-    def crash(group, image_id):
-        if image_id == "img_003":
-            raise KeyboardInterrupt("simulated crash")
-        real_mark(group, image_id)
-
-    monkeypatch.setattr(gradcam_stage, "mark_complete", crash)
-    with pytest.raises(KeyboardInterrupt):
-        run_logged(ds, ids, params, labels, tmp_path / "out", tmp_path / "work", device="cpu")
-    monkeypatch.setattr(gradcam_stage, "mark_complete", real_mark)
-    msgs = run_logged(ds, ids, params, labels, tmp_path / "out", tmp_path / "work", device="cpu")
+    restore = crash_when_writing(monkeypatch, "img_003")
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_logged(ds, ids, params, labels, tmp_path / "out", device="cpu")
+    restore()
+    msgs = run_logged(ds, ids, params, labels, tmp_path / "out", device="cpu")
     assert ids_logged(msgs, "computed") == ["img_003"]
-    assert completed_ids(tmp_path / "out" / "maps.zarr") == set(ids)
+    assert stored_ids(tmp_path / "out", ids) == set(ids)
 
 
 KILL_SCRIPT = textwrap.dedent(
@@ -204,7 +223,8 @@ KILL_SCRIPT = textwrap.dedent(
     import json, logging, sys, time
     sys.path.insert(0, {tests!r})
     from _tiny_blip import FakeDataset
-    from pnp_ovss.stages.gradcam import run_gradcam_shard
+    from pnp_ovss.stages.gradcam import run_gradcam_job
+    from pnp_ovss.stages.job import ShardWork
 
     cfg = json.load(open(sys.argv[1]))
 
@@ -217,7 +237,8 @@ KILL_SCRIPT = textwrap.dedent(
     log.setLevel(logging.INFO)
     log.addHandler(logging.FileHandler(cfg["log"]))
     ds = SlowDataset(cfg["images"], cfg["ids"])
-    run_gradcam_shard(ds, cfg["ids"], cfg["params"], cfg["labels"], cfg["out"], cfg["work"], "cpu", log, progress=False)
+    work = ShardWork(*cfg["work"], log=log)
+    run_gradcam_job(ds, cfg["ids"], cfg["params"], work, device="cpu", progress=False)
     """
 )
 
@@ -227,13 +248,14 @@ def test_killed_job_resumes_without_recomputing_complete_images(tmp_path, tiny_d
     ds, ids, labels = make_shard(tmp_path, 8)
     clean = mode == "clean"
     params = stage_params(tiny_dir, exclude_sep_rows=clean, mean_last_class=clean)
-    out, work = tmp_path / "out", tmp_path / "work"
+    out = tmp_path / "out"
+    work = shard_work(ids, labels, out)
     script = tmp_path / "job.py"
     script.write_text(KILL_SCRIPT.format(tests=str(TESTS)))
     log1 = tmp_path / "run1.log"
     cfg = {
-        "images": str(tmp_path / "images"), "ids": ids, "labels": labels, "params": params,
-        "out": str(out), "work": str(work), "log": str(log1), "delay": 0.3,
+        "images": str(tmp_path / "images"), "ids": ids, "params": params, "log": str(log1), "delay": 0.3,
+        "work": [work.keys, str(work.stage_dir), str(work.record), work.upstream_keys, str(work.upstream_dir), work.shard],
     }
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), HF_HUB_OFFLINE="1")
@@ -243,7 +265,7 @@ def test_killed_job_resumes_without_recomputing_complete_images(tmp_path, tiny_d
     try:
         while True:
             text = log1.read_text() if log1.exists() else ""
-            # two whole batches stored: the kill lands while batch 3 is computed
+            # two whole batches stored: the kill lands while batch 3 is read or computed
             if len(ids_logged(text.splitlines(), "stored")) >= 4:
                 break
             if proc.poll() is not None:
@@ -256,16 +278,18 @@ def test_killed_job_resumes_without_recomputing_complete_images(tmp_path, tiny_d
         proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
     stored1 = ids_logged(log1.read_text().splitlines(), "stored")
-    complete1 = completed_ids(work / "maps.zarr")
+    complete1 = stored_ids(out, ids)
     assert set(stored1) == complete1 and 4 <= len(complete1) < len(ids)
-    assert not (out / "maps.zarr").exists()
+    assert not work.record.exists()
 
-    msgs = run_logged(ds, ids, params, labels, out, work, device="cpu")
+    msgs = run_logged(ds, ids, params, labels, out, device="cpu")
     stored2, computed2 = ids_logged(msgs, "stored"), ids_logged(msgs, "computed")
-    assert completed_ids(out / "maps.zarr") == set(ids)
-    assert sorted(stored1 + stored2) == sorted(ids)  # every image stored exactly once
-    assert not set(computed2) & complete1  # no complete image computed again
-    assert computed2 == [i for i in ids if i not in complete1]
+    assert stored_ids(out, ids) == set(ids)
+    missing = [i for i in ids if i not in complete1]
+    assert sorted(stored1 + stored2) == sorted(ids) and stored2 == missing  # every image stored exactly once
+    # clean: no complete image computed again; faithful: only the batches with a missing image, whole
+    batches = [b for b in batches_of(ids, 2) if set(b) - complete1]
+    assert computed2 == (missing if clean else [i for b in batches for i in b])
 
 
 @pytest.mark.parametrize("batch_size", [1, 2, 3])
@@ -274,5 +298,5 @@ def test_fault_hook_counts_images_whatever_the_batch_size(tmp_path, tiny_dir, mo
     seen = []
     monkeypatch.setattr(gradcam_stage, "after_image", lambda stage, n: seen.append((stage, n)))
     ds, ids, labels = make_shard(tmp_path, 5)
-    run_logged(ds, ids, stage_params(tiny_dir, batch_size=batch_size), labels, tmp_path / "o", tmp_path / "w", device="cpu")
+    run_logged(ds, ids, stage_params(tiny_dir, batch_size=batch_size), labels, tmp_path / "o", device="cpu")
     assert seen == [("gradcam", n) for n in range(1, 6)]

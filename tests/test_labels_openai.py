@@ -22,7 +22,8 @@ from PIL import Image
 from pnp_ovss.errors import LabelError
 from pnp_ovss.labels import openai_live
 from pnp_ovss.labels.openai_live import LiveSettings, categories_text, query_answers
-from pnp_ovss.stages.labels import read_labels_shard, run_labels_shard
+from pnp_ovss.stages.job import ShardWork
+from pnp_ovss.stages.labels import read_label_entries, run_labels_job
 from pnp_ovss.vocab import load_vocabulary
 
 SECRET_KEY = "sk-test-DO-NOT-LEAK-0123456789abcdef"
@@ -217,6 +218,14 @@ def params_for(dataset, mode="faithful", **kw):
 OPTIONS = {"timeout": 2.0, "max_retries": 2}
 
 
+def run_labels(ds, params, stage_dir, answers_dir, log=None, ids=None) -> dict:
+    """The labels job of ``ids`` (default: all) into ``stage_dir`` (keys = image ids); its entries by id."""
+    keys = {i: i for i in (ds.image_ids() if ids is None else ids)}
+    run_labels_job(ds, list(keys), params, ShardWork(keys, stage_dir, stage_dir / "jobs" / "job.json", log=log),
+                   options=OPTIONS, answers_dir=answers_dir)
+    return read_label_entries(stage_dir, keys, list(keys))
+
+
 # --- tests ---------------------------------------------------------------------------------------
 
 
@@ -230,14 +239,12 @@ def test_normal_answers_and_messy_formats_end_to_end(server, tmp_path):
     }
     for image_id, text in messy.items():
         server.answers[payload_of(ds, image_id)] = text
-    out = tmp_path / "labels" / "shard-0000.json"
-    run_labels_shard(ds, ds.image_ids(), params_for(ds), OPTIONS, out, tmp_path / "work", logging.getLogger("t"))
-    doc = read_labels_shard(out)
-    selected = {k: v["selected"] for k, v in doc["images"].items()}
+    images = run_labels(ds, params_for(ds), tmp_path / "labels", tmp_path / "work", logging.getLogger("t"))
+    selected = {k: v["selected"] for k, v in images.items()}
     assert selected == {"a": [1, 3], "b": [119, 86], "c": [21], "d": [59]}
-    assert doc["images"]["a"]["raw"] == messy["a"]
-    assert doc["images"]["c"]["parsed"] == [[21, 95], [124, 50]]
-    assert doc["images"]["a"]["names"] == ["person", "car"]
+    assert images["a"]["raw"] == messy["a"]
+    assert images["c"]["parsed"] == [[21, 95], [124, 50]]
+    assert images["a"]["names"] == ["person", "car"]
     assert len(server.requests) == 4
     req = server.requests[0]
     assert req["path"] == "/v1/chat/completions"
@@ -348,31 +355,31 @@ def test_missing_key_asks_nothing(server, tmp_path, monkeypatch):
 
 def test_rerun_makes_zero_requests(server, tmp_path, monkeypatch):
     ds = FakeDataset("voc", tmp_path / "img", ["x", "y", "z"])
-    out = tmp_path / "labels" / "shard-0000.json"
     params = params_for(ds)
-    run_labels_shard(ds, ds.image_ids(), params, OPTIONS, out, tmp_path / "work", None)
-    first = out.read_text()
+    first = run_labels(ds, params, tmp_path / "labels", tmp_path / "work")
     assert len(server.requests) == 3
-    out.unlink()  # snakemake deletes the output of a failed job; the cache lives beside it
     monkeypatch.delenv("OPENAI_API_KEY")  # a fully cached shard needs no key
-    run_labels_shard(ds, ds.image_ids(), params, OPTIONS, out, tmp_path / "work", None)
+    # entries deleted (or another labels folder): the answers cache lives beside it
+    assert run_labels(ds, params, tmp_path / "labels-again", tmp_path / "work") == first
     assert len(server.requests) == 3
-    assert out.read_text() == first
+    for name in ("x", "y", "z"):
+        entry = Path("images") / f"{name}.json"
+        assert (tmp_path / "labels-again" / entry).read_bytes() == (tmp_path / "labels" / entry).read_bytes()
 
 
 def test_a_crash_mid_shard_never_asks_twice(server, tmp_path):
     ds = FakeDataset("voc", tmp_path / "img", ["x", "y", "z"])
-    out = tmp_path / "labels" / "shard-0000.json"
+    out = tmp_path / "labels"
     server.actions = ["answer", "401"]
     with pytest.raises(LabelError):
-        run_labels_shard(ds, ds.image_ids(), params_for(ds), OPTIONS, out, tmp_path / "work", None)
+        run_labels(ds, params_for(ds), out, tmp_path / "work")
     assert not out.exists()
     cached = [json.loads(p.read_text()) for p in (tmp_path / "work").glob("*.json")]
     assert [c["image_id"] for c in cached] == ["x"]  # one file per question, written before the next
-    run_labels_shard(ds, ds.image_ids(), params_for(ds), OPTIONS, out, tmp_path / "work", None)
+    images = run_labels(ds, params_for(ds), out, tmp_path / "work")
     asked = [p for p in server.image_payloads()]
     assert sorted(asked) == sorted(payload_of(ds, i) for i in ["x", "y", "z"])  # each image answered once
-    assert set(read_labels_shard(out)["images"]) == {"x", "y", "z"}
+    assert set(images) == {"x", "y", "z"}
 
 
 def test_another_prompt_is_not_served_from_the_cache(server, tmp_path):
@@ -396,12 +403,11 @@ def test_json_schema_response_format(server, tmp_path):
     ds = FakeDataset("voc", tmp_path / "img", ["x"])
     answer = json.dumps({"classes": [{"id": 15, "name": "person", "probability": 95}, {"id": 3, "name": "bird", "probability": 40}]})
     server.answers[payload_of(ds, "x")] = answer
-    out = tmp_path / "shard-0000.json"
-    run_labels_shard(ds, ["x"], params_for(ds, json_schema=True), OPTIONS, out, tmp_path / "work", None)
+    images = run_labels(ds, params_for(ds, json_schema=True), tmp_path / "labels", tmp_path / "work")
     body = server.requests[0]["body"]
     assert body["response_format"]["type"] == "json_schema"
     assert body["response_format"]["json_schema"]["schema"]["required"] == ["classes"]
-    entry = read_labels_shard(out)["images"]["x"]
+    entry = images["x"]
     assert entry["selected"] == [15] and entry["raw"] == answer and entry["parsed"] == [[15, 95], [3, 40]]
 
 
@@ -410,7 +416,7 @@ def test_the_key_is_in_no_file_log_or_message(server, tmp_path, caplog):
         caplog.set_level(logging.DEBUG, logger=name)
     ds = FakeDataset("voc", tmp_path / "img", ["x", "y"])
     server.actions = ["429", "answer", "500"]
-    run_labels_shard(ds, ds.image_ids(), params_for(ds), OPTIONS, tmp_path / "o" / "shard-0000.json", tmp_path / "w", None)
+    run_labels(ds, params_for(ds), tmp_path / "o", tmp_path / "w")
     server.actions = ["401"]
     with pytest.raises(LabelError) as err:
         query_answers(FakeDataset("voc", tmp_path / "img2", ["q"]), ["q"], settings(), tmp_path / "w" / "c.json")

@@ -1,4 +1,4 @@
-"""The labels stage per shard (file format of docs/ARCHITECTURE.md) and the ``labels parse`` command."""
+"""The labels stage job (per-image entries, format of docs/ARCHITECTURE.md) and the ``labels parse`` command."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import pytest
 from pnp_ovss.config import labels_params, normalise
 from pnp_ovss.datasets.base import Dataset
 from pnp_ovss.errors import LabelError
-from pnp_ovss.stages.labels import read_labels_shard, run_labels_shard
+from pnp_ovss.stages.job import ShardWork
+from pnp_ovss.stages.labels import read_label_entries, run_labels_job
 from pnp_ovss.labels.cli import main as labels_main
 from pnp_ovss.labels.parser import parse_answer
 from pnp_ovss.vocab import load_vocabulary
@@ -46,40 +47,46 @@ def config(**labels):
     return normalise({"dataset": labels.pop("dataset", "voc"), "mode": labels.pop("mode", "faithful"), "labels": labels})
 
 
-def test_shard_file_from_the_authors_answers(tmp_path):
+def run_labels(dataset, ids, params, options, stage_dir) -> dict:
+    """The labels job into ``stage_dir`` (keys = image ids); returns its entries by image id."""
+    keys = {i: i for i in ids}
+    run_labels_job(dataset, ids, params, ShardWork(keys, stage_dir, stage_dir / "jobs" / "job.json"), options=options,
+                   answers_dir=None)
+    return read_label_entries(stage_dir, keys, ids)
+
+
+def test_entries_from_the_authors_answers(tmp_path):
     cfg = config(source="gpt4o_file", file=str(shared_file("voc")))
     params = labels_params(cfg)
     ids = ["2007_000129", "2007_000033", "2007_008256"]
-    out = tmp_path / "labels" / "abc" / "shard-0000.json"
-    run_labels_shard(TinyDataset("voc", ids), ids, params, cfg["labels"], out, None, None)
-    doc = json.loads(out.read_text())
-    assert doc["params"] == params
-    assert list(doc["images"]) == ids
-    assert doc["images"]["2007_000129"] == {
+    out = tmp_path / "labels" / "abc"
+    images = run_labels(TinyDataset("voc", ids), ids, params, cfg["labels"], out)
+    assert list(images) == ids
+    assert images["2007_000129"] == {
+        "image_id": "2007_000129",
         "raw": "[2: 'bicycle', 15: 'person'], [100, 100]",
         "parsed": [[2, 100], [15, 100]],
         "selected": [2, 15],
         "names": ["bicycle", "person"],
     }
-    assert read_labels_shard(out) == doc
-    assert [p.name for p in out.parent.iterdir()] == ["shard-0000.json"]  # atomic: no temp file left
+    assert json.loads((out / "images" / "2007_000129.json").read_text()) == images["2007_000129"]
+    # atomic: no temp file left, only the entries and their seals
+    assert sorted(p.name for p in (out / "images").iterdir()) == sorted([f"{i}.json" for i in ids] + [f".{i}.json.seal" for i in ids])
+    assert json.loads((out / "jobs" / "job.json").read_text())["computed"] == sorted(ids)
 
 
-def test_shard_from_the_ground_truth(tmp_path):
+def test_entries_from_the_ground_truth(tmp_path):
     gt = {"a": np.array([[0, 15], [3, 255]]), "b": np.zeros((2, 2), dtype=np.int64)}
     cfg = config(source="ground_truth", mode="clean")
-    out = tmp_path / "shard-0001.json"
-    run_labels_shard(TinyDataset("voc", ["a", "b"], gt), ["a", "b"], labels_params(cfg), cfg["labels"], out, None, None)
-    images = read_labels_shard(out)["images"]
+    images = run_labels(TinyDataset("voc", ["a", "b"], gt), ["a", "b"], labels_params(cfg), cfg["labels"], tmp_path)
     assert images["a"]["selected"] == [3, 15] and images["a"]["raw"] is None
     assert images["b"]["selected"] == [] and images["b"]["names"] == []
 
 
-def test_shard_from_a_list(tmp_path):
+def test_entries_from_a_list(tmp_path):
     cfg = config(source="list", classes=["table", "person"])
-    out = tmp_path / "shard-0000.json"
-    run_labels_shard(TinyDataset("voc", ["a"]), ["a"], labels_params(cfg), cfg["labels"], out, None, None)
-    assert read_labels_shard(out)["images"]["a"]["names"] == ["table", "person"]
+    images = run_labels(TinyDataset("voc", ["a"]), ["a"], labels_params(cfg), cfg["labels"], tmp_path)
+    assert images["a"]["names"] == ["table", "person"]
 
 
 def test_missing_answer_stops_faithful_and_not_clean(tmp_path):
@@ -87,30 +94,17 @@ def test_missing_answer_stops_faithful_and_not_clean(tmp_path):
     answers.write_text(json.dumps({"a": "[15: person], [90%]"}))
     ds = TinyDataset("voc", ["a", "b"])
     cfg = config(source="gpt4o_file", file=str(answers))
-    out = tmp_path / "shard-0000.json"
     with pytest.raises(LabelError, match="image b"):
-        run_labels_shard(ds, ["a", "b"], labels_params(cfg), cfg["labels"], out, None, None)
-    assert not out.exists()
+        run_labels(ds, ["a", "b"], labels_params(cfg), cfg["labels"], tmp_path / "f")
+    assert not (tmp_path / "f").exists()
     cfg = config(source="gpt4o_file", file=str(answers), mode="clean")
-    run_labels_shard(ds, ["a", "b"], labels_params(cfg), cfg["labels"], out, None, None)
-    assert read_labels_shard(out)["images"]["b"] == {"raw": None, "parsed": [], "selected": [], "names": []}
+    images = run_labels(ds, ["a", "b"], labels_params(cfg), cfg["labels"], tmp_path / "c")
+    assert images["b"] == {"image_id": "b", "raw": None, "parsed": [], "selected": [], "names": []}
 
 
-@pytest.mark.parametrize(
-    "doc,message",
-    [
-        ([], "not a labels shard"),
-        ({"params": {}, "images": {"a": {"selected": ["x"], "names": ["x"]}}}, "selected"),
-        ({"params": {}, "images": {"a": {"selected": [1], "names": []}}}, "names"),
-    ],
-)
-def test_read_labels_shard_rejects_malformed_files(tmp_path, doc, message):
-    path = tmp_path / "shard.json"
-    path.write_text(json.dumps(doc))
-    with pytest.raises(LabelError, match=message):
-        read_labels_shard(path)
-    with pytest.raises(LabelError, match="not found"):
-        read_labels_shard(tmp_path / "missing.json")
+def test_a_missing_entry_is_a_clear_error(tmp_path):
+    with pytest.raises(LabelError, match="image a: no labels entry .*run the workflow again"):
+        read_label_entries(tmp_path, {"a": "k"}, ["a"])
 
 
 # --- the command ---------------------------------------------------------------------------------

@@ -1,5 +1,7 @@
 """``pnp-ovss segment``: the whole method on a few images, outside Snakemake, through the same stage
-functions the workflow runs (labels -> gradcam -> refine), plus an overlay per image."""
+functions the workflow's rule scripts run (``run_labels_job`` -> ``run_gradcam_job`` -> ``run_refine_job``,
+into a temporary results folder with the keys the workflow's plan computes), then the label maps by image
+name (``<out>/<image>.png``, ``<out>/skipped.csv``) and an overlay per image."""
 
 from __future__ import annotations
 
@@ -12,7 +14,6 @@ from pathlib import Path
 from .config import normalise, plan_runs
 from .datasets.folder import Files
 from .errors import ConfigError
-from .layout import STORE_NAME
 from .io import atomic_write_bytes, read_label_png
 from .vocab import vocabulary_from_spec
 
@@ -45,10 +46,48 @@ def segment_config(classes: str, args: argparse.Namespace) -> dict:
     return cfg
 
 
+def segment_plan(cfg: dict, dataset, tags: dict, out: Path):
+    """The plan of ``segment``'s one run, its stage folders under ``out`` (a temporary folder): the images in
+    the given order, shards as the workflow cuts them, and each image's key at each stage computed as the
+    workflow's plan computes it (:mod:`pnp_ovss.plan`)."""
+    from .identity import DIGEST_CACHE_NAME, DigestCache
+    from .ordering import make_shards, shard_name
+    from .plan import Plan, _plan_jobs, _stage_keys, effective_shard_size
+
+    ids = dataset.image_ids()
+    shards = {shard_name(i): s for i, s in enumerate(make_shards(ids, effective_shard_size(cfg)))}
+    runs, table = plan_runs(cfg)
+    plan = Plan(cfg, dataset, ids, shards, runs[:1], table, str(out))
+    _plan_jobs(plan, _stage_keys(plan, DigestCache(out / DIGEST_CACHE_NAME), tags))
+    return plan
+
+
+def run_stages(plan, cfg: dict, dataset, labels_cache: Path) -> dict[str, str]:
+    """labels -> gradcam -> refine through the stage functions the rule scripts run (``run_<stage>_job``),
+    job by job of the plan; returns the images' keys in the refine stage folder."""
+    from .stages.gradcam import run_gradcam_job
+    from .stages.job import ShardWork
+    from .stages.labels import run_labels_job
+    from .stages.refine import run_refine_job
+
+    run = plan.runs[0]
+    for stage in ("labels", "gradcam", "refine"):
+        h = getattr(run, stage)
+        for job in plan.stage_jobs[h]:
+            up = job.upstream
+            work = ShardWork(job.keys, Path(plan.stage_dir(stage, h)), Path(plan.job_output(job)),
+                             up.keys if up else None, Path(plan.upstream_dir(h)) if up else None, job.shard, log)
+            if stage == "labels":
+                run_labels_job(dataset, job.ids, plan.table[h], work, options=cfg["labels"], answers_dir=labels_cache)
+            elif stage == "gradcam":
+                run_gradcam_job(dataset, job.ids, plan.table[h], work, device=cfg["gradcam"]["device"])
+            else:
+                run_refine_job(dataset, job.ids, plan.table[h], work, on_error="fail")
+    return plan.stage_keys(run.refine)
+
+
 def segment(image_paths: list[Path], classes: str, out_dir: Path, args: argparse.Namespace) -> list[Path]:
-    from .stages.gradcam import run_gradcam_shard
-    from .stages.labels import read_labels_shard, run_labels_shard
-    from .stages.refine import run_refine_shard
+    from .stages.refine import write_masks
     from .report import overlay
 
     from .backends.checkpoints import model_availability
@@ -63,7 +102,8 @@ def segment(image_paths: list[Path], classes: str, out_dir: Path, args: argparse
     check_model_choice(cfg["gradcam"]["model"], cfg["gradcam"]["image_size"], backend_name(cfg))
     dataset = Files(image_paths, vocabulary_from_spec(classes))
     dataset.reading = reading_of(cfg, dataset)
-    for note in scan_images(dataset, dataset.image_ids()).notes:
+    scan = scan_images(dataset, dataset.image_ids())
+    for note in scan.notes:
         print(f"pnp-ovss segment: {note}", file=sys.stderr)
     keep = resolve_fixes(cfg)["keep_spaces"]
     for warning in unknown_piece_warnings(cfg["gradcam"]["model"], list(dataset.vocabulary.names), keep):
@@ -82,16 +122,11 @@ def segment(image_paths: list[Path], classes: str, out_dir: Path, args: argparse
     ids = dataset.image_ids()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    runs, table = plan_runs(cfg)
-    run = runs[0]
     with tempfile.TemporaryDirectory(prefix="pnp-ovss-segment-") as tmp:
-        tmp = Path(tmp)
-        labels_json = tmp / "labels.json"
-        run_labels_shard(dataset, ids, table[run.labels], cfg["labels"], labels_json, out_dir / ".labels-cache", log)
-        labels = read_labels_shard(labels_json)["images"]
-        store_dir = tmp / "gradcam"
-        run_gradcam_shard(dataset, ids, table[run.gradcam], labels, store_dir, tmp / "work", cfg["gradcam"]["device"], log)
-        run_refine_shard(dataset, ids, table[run.refine], store_dir / STORE_NAME, out_dir, log, on_error="fail")
+        plan = segment_plan(cfg, dataset, scan.tags, Path(tmp))
+        keys = run_stages(plan, cfg, dataset, out_dir / ".labels-cache")
+        # the label maps by image name and skipped.csv, as the workflow's masks view
+        write_masks(ids, keys, plan.stage_dir("refine", plan.runs[0].refine), out_dir)
     names = dict(zip(dataset.vocabulary.ids, dataset.vocabulary.names))
     written = []
     for image_id in ids:

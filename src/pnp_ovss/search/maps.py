@@ -8,19 +8,14 @@ place, so a killed job resumes at its first unwritten image and every trial of t
 
 from __future__ import annotations
 
-import logging
-import os
-
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..gradcam import class_maps, model_device, uses_released_ade_input
-from PIL import Image
+from ..gradcam import class_maps, model_device
 from ..ordering import batches_of
+from ..stages.job import ShardWork
 from ..store import ImageMaps
-
-LOG = logging.getLogger(__name__)
 
 
 def searched_layers_heads(loaded, params: dict) -> tuple[list[int], list[int]]:
@@ -61,74 +56,55 @@ def run_search_maps_job(
     dataset,
     image_ids: list[str],
     params: dict,
+    work: ShardWork,
     *,
-    keys: dict[str, str],
-    stage_dir: str | os.PathLike,
-    record: str | os.PathLike,
-    upstream_keys: dict[str, str],
-    upstream_dir: str | os.PathLike,
-    shard: str = "",
-    log: logging.Logger | None = None,
     on_error: str = "fail",
     device: str = "auto",
     batch_size: int = 16,
     progress: bool = True,
 ) -> list[str]:
-    """The search maps of the images of a shard job that have none yet; the others are reused. Logs
-    ``computed <id>`` per image through the model; writes the job's record; returns the ids computed."""
-    from ..cache import is_done, listing, write_gradcam_entry, write_job_record, write_skip
-    from ..stages.gradcam import image_labels, model_for
+    """The search maps of the images of a shard job that have none yet; the others are reused. Images are
+    read as the GradCAM stage reads them (:func:`pnp_ovss.stages.gradcam.read_batch_inputs`: with
+    ``on_error: skip`` an unreadable image gets a skip record). Logs ``computed <id>`` per image through the
+    model; writes the job's record; returns the ids computed."""
+    from ..cache import write_gradcam_entry
+    from ..stages.gradcam import image_labels, model_for, read_batch_inputs
     from ..stages.labels import read_label_entries
 
-    log = log or LOG
+    log = work.logger(__name__)
     image_ids = list(image_ids)
-    names = listing(stage_dir)
-    todo = [i for i in image_ids if not is_done(names, "search", keys[i], on_error)]
+    todo = work.pending("search", image_ids, on_error)
     computed, skipped = [], []
     size = int(params["image_size"])
-    released_ade = uses_released_ade_input(getattr(dataset, "unnormalised_input", False), params)
-    bar = tqdm(total=len(image_ids), initial=len(image_ids) - len(todo), desc=f"search maps {shard}", unit="img",
-               disable=None if progress else True)  # None: no bar where stderr is not a terminal
+    bar = tqdm(total=len(image_ids), initial=len(image_ids) - len(todo), desc=f"search maps {work.shard}",
+               unit="img", disable=None if progress else True)  # None: no bar where stderr is not a terminal
     try:
         if todo:
             loaded = model_for(params, device)
             layers, heads = searched_layers_heads(loaded, params)
-            labels = read_label_entries(upstream_dir, upstream_keys, todo)
+            labels = read_label_entries(work.upstream_dir, work.upstream_keys, todo)
             for batch in batches_of(todo, int(batch_size)):
-                ids, pixels, names_ = [], [], []
+                inputs = read_batch_inputs(dataset, batch, labels, params, loaded, {} if on_error == "skip" else None)
+                results = dict(zip(inputs.model_ids, search_maps_batch(loaded, inputs.pixels, inputs.names, params,
+                                                                       layers, heads))) if inputs.model_ids else {}
                 for image_id in batch:
-                    class_ids, class_names = image_labels(labels, image_id)
-                    if not class_names:
-                        continue  # no class: nothing to score, stored below with K = 0
-                    try:
-                        image = Image.fromarray(dataset.read_image(image_id))
-                    except Exception as exc:  # noqa: BLE001 - reported per image
-                        if on_error != "skip":
-                            raise
-                        write_skip(stage_dir, keys[image_id], image_id, "search", str(exc))
+                    bar.update(1)
+                    if image_id in (inputs.skipped or {}):
+                        work.skip(image_id, "search", inputs.skipped[image_id])
                         skipped.append(image_id)
                         continue
-                    ids.append(image_id)
-                    pixels.append(loaded.preprocess(image, size, released_ade))
-                    names_.append(class_names)
-                results = dict(zip(ids, search_maps_batch(loaded, torch.stack(pixels), names_, params, layers, heads))) if ids else {}
-                grid = size // loaded.patch_size
-                for image_id in batch:
-                    if image_id in skipped:
-                        bar.update(1)
-                        continue
                     class_ids, class_names = image_labels(labels, image_id)
-                    maps = results.get(image_id, np.zeros((len(layers), len(heads), 0, grid, grid), np.float32))
+                    # an image without a class: nothing to score, stored with K = 0
+                    maps = results.get(image_id, np.zeros((len(layers), len(heads), 0, inputs.grid, inputs.grid),
+                                                          np.float32))
                     attrs = {"image_id": image_id, "layers": layers, "heads": heads, "class_ids": class_ids,
                              "class_names": class_names, "image_size": size, "backend": loaded.backend.name,
                              "params": dict(params)}
-                    write_gradcam_entry(stage_dir, keys[image_id], ImageMaps(image_id, maps, np.zeros((0, 0), np.int32), attrs), stage="search")
+                    write_gradcam_entry(work.stage_dir, work.keys[image_id],
+                                        ImageMaps(image_id, maps, np.zeros((0, 0), np.int32), attrs), stage="search")
                     computed.append(image_id)
                     log.info("computed %s", image_id)
-                    bar.update(1)
     finally:
         bar.close()
-    log.info("search maps %s: %d images computed, %d reused, %d skipped", shard, len(computed),
-             len(image_ids) - len(computed) - len(skipped), len(skipped))
-    write_job_record(record, "search", shard, image_ids, computed, skipped)
+    work.finish("search", image_ids, computed, skipped, log, "search maps")
     return computed

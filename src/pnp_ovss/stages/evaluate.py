@@ -1,8 +1,9 @@
-"""Evaluate stage: per-shard confusion matrices, summed into miou.csv and per_class_iou.csv."""
+"""The evaluate stage: a shard job's confusion matrix (:func:`run_evaluate_job`, run by the rule script
+workflow/scripts/evaluate_shard.py and by the tests), the shards summed into miou.csv and per_class_iou.csv
+(:func:`write_tables`, rule evaluate), and the ledger of every run evaluated (runs.csv)."""
 
 from __future__ import annotations
 
-import csv
 import logging
 from pathlib import Path
 
@@ -13,32 +14,10 @@ from ..datasets import Dataset
 from ..errors import DatasetError
 from ..identity import key_of
 from ..io import atomic_write_text, read_label_png
-from ..layout import SKIPPED_CSV
 from ..metrics import confusion, summarise
 from ..protocols import Protocol
 
 log = logging.getLogger(__name__)
-
-
-def read_skipped(masks_dir: Path) -> list[dict]:
-    path = Path(masks_dir) / SKIPPED_CSV
-    if not path.is_file():
-        return []
-    with open(path, newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
-
-
-def run_evaluate_shard(
-    dataset: Dataset, image_ids: list[str], protocol: Protocol, masks_dir: Path, on_error: str = "fail"
-) -> tuple[np.ndarray, int, list[dict]]:
-    """Confusion matrix of one shard folder of masks (``<id>.png`` + ``skipped.csv``); returns (hist, images
-    scored, skipped rows)."""
-    masks_dir = Path(masks_dir)
-    skipped = read_skipped(masks_dir)
-    already = {row["image_id"] for row in skipped}
-    masks = {i: masks_dir / f"{i}.png" for i in image_ids if i not in already}
-    hist, scored, more = evaluate_masks(dataset, protocol, masks, on_error)
-    return hist, scored, skipped + more
 
 
 def run_evaluate_job(

@@ -1,25 +1,21 @@
-"""The GradCAM stage for one shard: images → per-image maps in a Zarr store (docs/ARCHITECTURE.md).
+"""The GradCAM stage: images -> per-image maps, one Zarr store per image (docs/ARCHITECTURE.md).
 
-Resumable: results go to ``work_dir/maps.zarr`` (one group per image, ``complete`` written last, for all
-images of a batch after all of them are written); a rerun skips every batch whose images are all complete. In faithful mode a partly finished batch is recomputed
-whole — the patch ranking depends on the batch (§5, §10.4) — but its completed images are not rewritten;
-with ``exclude_sep_rows`` only the unfinished images are computed. When every image is complete the store
-is moved (rename) into ``out_dir/maps.zarr`` — ``out_dir`` is the rule's ``directory()`` output, which
-Snakemake deletes when a job fails, so progress lives in the work area until the shard is whole.
-
-The workflow's rule script (workflow/scripts/gradcam.py) calls :func:`run_gradcam_job`; :func:`run_gradcam_shard`
-(one store for a shard) is what ``pnp-ovss segment`` and some tests call.
+:func:`run_gradcam_job` (run by the rule script workflow/scripts/gradcam.py, by ``pnp-ovss segment`` and by
+the tests) computes the images of a shard job that have no store yet, ``gradcam/<hash>/images/<key>.zarr``,
+each written whole and renamed into place, so a killed job resumes at its first unwritten image. In
+faithful mode a batch with any image missing is recomputed whole — the patch ranking depends on the batch
+(§5, §10.4) — but only its missing images are written; with ``exclude_sep_rows`` only the missing images
+are computed. The search's maps (:mod:`pnp_ovss.search.maps`) read their images with the same
+:func:`read_batch_inputs`.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,12 +24,11 @@ from tqdm import tqdm
 
 from ..errors import DatasetError, LabelError
 from .._faults import after_image
-from ..io import atomic_write_text, publish, skipped_csv_text
 from ..gradcam import ImageGradcam, uses_released_ade_input
 from ..ordering import batches_of
-from ..store import ImageMaps, completed_ids, mark_complete, open_store, write_image_maps
-from ..layout import SKIPPED_CSV, STORE_NAME
+from ..store import ImageMaps
 from ..vocab import caption_for
+from .job import ShardWork
 
 
 @functools.lru_cache(maxsize=2)
@@ -102,13 +97,15 @@ def image_attrs(dataset, image_id: str, class_ids, names, result: ImageGradcam, 
 @dataclass
 class BatchInputs:
     """One batch read and preprocessed, ready for the model: ``pixels`` [B', 3, S, S] of the images that have
-    classes (``model_ids``, ``names``); images without a class already have their (empty) result."""
+    classes (``model_ids``, ``names``); the images without a class (``no_class``) need no model; ``grid``:
+    the model's patch grid (P)."""
 
     labels: dict
+    grid: int
     model_ids: list[str] = field(default_factory=list)
     names: list[list[str]] = field(default_factory=list)
     pixels: torch.Tensor | None = None
-    results: dict[str, ImageGradcam] = field(default_factory=dict)
+    no_class: list[str] = field(default_factory=list)
     skipped: dict[str, str] | None = None
 
 
@@ -116,16 +113,17 @@ def read_batch_inputs(dataset, ids: list[str], labels: dict, params: dict, loade
                       skipped: dict[str, str] | None = None) -> BatchInputs:
     """Decode and preprocess the images ``ids`` (the CPU side of a batch; runs beside the model when
     prefetched). With ``skipped`` (a dict), an unreadable image is recorded there (id -> reason) and left out
-    of the batch instead of stopping the shard (``on_error: skip``)."""
+    of the batch instead of stopping the shard (``on_error: skip``). Only a DatasetError is such an image
+    (:func:`pnp_ovss.io.read_image` raises one for every missing or unreadable file); anything else is raised.
+    The search's maps read their batches with it too."""
     size = int(params["image_size"])
-    grid = size // loaded.patch_size
     released_ade = uses_released_ade_input(getattr(dataset, "unnormalised_input", False), params)
-    inputs = BatchInputs(labels, skipped=skipped)
+    inputs = BatchInputs(labels, size // loaded.patch_size, skipped=skipped)
     pixels = []
     for image_id in ids:
         _, class_names = image_labels(labels, image_id)
         if not class_names:
-            inputs.results[image_id] = empty_result(params, grid)
+            inputs.no_class.append(image_id)
             continue
         try:
             image = Image.fromarray(dataset.read_image(image_id))
@@ -143,20 +141,13 @@ def read_batch_inputs(dataset, ids: list[str], labels: dict, params: dict, loade
 
 
 def run_model(inputs: BatchInputs, params: dict, loaded) -> dict[str, ImageGradcam]:
-    """GradCAM + Salience Drop of a read batch as one model batch; every result of the batch by image id."""
-    results = dict(inputs.results)
+    """GradCAM + Salience Drop of a read batch as one model batch; every result of the batch by image id (an
+    image without a class: :func:`empty_result`)."""
+    results = {image_id: empty_result(params, inputs.grid) for image_id in inputs.no_class}
     if inputs.model_ids:
         out = loaded.gradcam_batch(inputs.pixels, inputs.names, params)
         results.update(zip(inputs.model_ids, out))
     return results
-
-
-def compute_batch(
-    dataset, ids: list[str], labels: dict, params: dict, loaded, skipped: dict[str, str] | None = None
-) -> dict[str, ImageGradcam]:
-    """GradCAM + Salience Drop for the images ``ids`` as one model batch (images without classes apart):
-    :func:`read_batch_inputs` then :func:`run_model`."""
-    return run_model(read_batch_inputs(dataset, ids, labels, params, loaded, skipped), params, loaded)
 
 
 def log_batch(results: dict, ids: list[str], skipped: dict[str, str] | None, log) -> None:
@@ -166,13 +157,6 @@ def log_batch(results: dict, ids: list[str], skipped: dict[str, str] | None, log
             log.info("computed %s", image_id)
         else:
             log.warning("skipped %s: %s", image_id, skipped[image_id])
-
-
-def compute_and_log(dataset, todo, labels, params, loaded, skipped, log) -> dict[str, ImageGradcam]:
-    """:func:`compute_batch`, logging ``computed <id>`` for each image through the model and why any was skipped."""
-    results = compute_batch(dataset, todo, labels, params, loaded, skipped)
-    log_batch(results, todo, skipped, log)
-    return results
 
 
 class _Inline:
@@ -242,101 +226,20 @@ def pipelined(items: list, read, compute, write, *, overlap: bool = True, timing
         timings["batches"] = timings.get("batches", 0) + len(items)
 
 
-def run_gradcam_shard(
-    dataset,
-    image_ids: list[str],
-    params: dict,
-    labels: dict,
-    out_dir: Path,
-    work_dir: Path,
-    device: str = "auto",
-    log: logging.Logger | None = None,
-    progress: bool = True,
-    on_error: str = "fail",
-) -> None:
-    """Compute and store the GradCAM maps of one shard (see the module docstring).
-
-    ``labels[image_id] = {"selected": [class ids], "names": [text names]}``; ``params`` =
-    :func:`pnp_ovss.config.gradcam_params`. Logs ``computed <id>`` for every image that went through the
-    model and ``stored <id>`` for every image written.
-    """
-    log = log or logging.getLogger(__name__)
-    out_dir, work_dir = Path(out_dir), Path(work_dir)
-    image_ids = list(image_ids)
-    if len(set(image_ids)) != len(image_ids):
-        raise ValueError("duplicate image ids in the shard")
-    published = out_dir / STORE_NAME
-    if published.exists() and set(image_ids) <= completed_ids(published):
-        log.info("%s is already complete", published)
-        return
-    work_dir.mkdir(parents=True, exist_ok=True)
-    work_store = work_dir / STORE_NAME
-    group = open_store(work_store, create=True)
-    done = completed_ids(work_store) & set(image_ids)
-    if done:
-        log.info("resuming: %d of %d images already complete", len(done), len(image_ids))
-    batch_dependent = not bool(params.get("exclude_sep_rows", False))
-    skipped: dict[str, str] | None = {} if on_error == "skip" else None
-    loaded = None
-    bar = tqdm(total=len(image_ids), initial=len(done), desc="gradcam", unit="img",
-               disable=None if progress else True)  # None: no bar where stderr is not a terminal
-    try:
-        for batch in batches_of(image_ids, int(params["batch_size"])):
-            todo = images_to_compute(batch, done, batch_dependent)
-            if not todo:
-                continue
-            if loaded is None:
-                loaded = model_for(params, device)
-            results = compute_and_log(dataset, todo, labels, params, loaded, skipped, log)
-            written = []
-            for image_id in batch:
-                if image_id in done or image_id not in results:
-                    continue
-                class_ids, names = image_labels(labels, image_id)
-                res = results[image_id]
-                attrs = image_attrs(dataset, image_id, class_ids, names, res, params, loaded)
-                write_image_maps(group, ImageMaps(image_id, res.maps, res.dropped, attrs), complete=False)
-                written.append(image_id)
-            # the batch's images are marked complete together, after all of them are written: a job killed
-            # while writing leaves the whole batch unfinished rather than half of it
-            for image_id in written:
-                mark_complete(group, image_id)
-                done.add(image_id)
-                log.info("stored %s", image_id)
-                bar.update(1)
-                after_image("gradcam", len(done))
-    finally:
-        bar.close()
-    skipped = skipped or {}
-    rows = [{"image_id": i, "stage": "gradcam", "reason": r} for i, r in skipped.items()]
-    atomic_write_text(work_dir / SKIPPED_CSV, skipped_csv_text(rows))
-    missing = [i for i in image_ids if i not in completed_ids(work_store) and i not in skipped]
-    if missing:
-        raise RuntimeError(f"gradcam shard incomplete after the run: {missing[:5]}")
-    target = publish(work_store, out_dir / STORE_NAME, existing="replace")
-    os.replace(work_dir / SKIPPED_CSV, out_dir / SKIPPED_CSV)
-    log.info("gradcam shard complete: %d images -> %s", len(image_ids), target)
-
-
 def run_gradcam_job(
     dataset,
     image_ids: list[str],
     params: dict,
+    work: ShardWork,
     *,
-    keys: dict[str, str],
-    stage_dir: str | os.PathLike,
-    record: str | os.PathLike,
-    upstream_keys: dict[str, str],
-    upstream_dir: str | os.PathLike,
-    shard: str = "",
-    log: logging.Logger | None = None,
     on_error: str = "fail",
     device: str = "auto",
     progress: bool = True,
     overlap: bool = True,
     timings: dict | None = None,
 ) -> list[str]:
-    """GradCAM for the images of a shard job that have no store yet (``<stage_dir>/images/<key>.zarr``).
+    """GradCAM for the images of a shard job that have no store yet (``images/<key>.zarr`` in
+    ``work.stage_dir``, :class:`pnp_ovss.stages.job.ShardWork`).
 
     Batches are consecutive runs of ``batch_size`` in the shard's order (shards start at batch boundaries,
     so they are the released batches). In faithful mode a batch with any image missing goes through the
@@ -349,24 +252,19 @@ def run_gradcam_job(
     stores written, in two threads while the model works (:func:`pipelined`); the results are the same.
     ``timings`` (a dict) receives the seconds of each side.
     """
-    from ..cache import (
-        entry_path, is_done, listing, outdated, verified_digest, write_gradcam_entry, write_job_record, write_skip,
-    )
+    from ..cache import verified_digest, write_gradcam_entry
     from .labels import read_label_entries
 
-    log = log or logging.getLogger(__name__)
-    stage_dir = Path(stage_dir)
+    log = work.logger(__name__)
+    shard = work.shard
     image_ids = list(image_ids)
     if len(set(image_ids)) != len(image_ids):
         raise ValueError("duplicate image ids in the shard")
-    names = listing(stage_dir)
-    done = {i for i in image_ids if is_done(names, "gradcam", keys[i], on_error)
-            and not outdated("gradcam", entry_path(stage_dir, "gradcam", keys[i]), "labels",
-                             entry_path(upstream_dir, "labels", upstream_keys[i]), log)}
+    done = set(image_ids) - set(work.pending("gradcam", image_ids, on_error, "labels", log))
     batch_dependent = not bool(params.get("exclude_sep_rows", False))
-    work = [(batch, todo) for batch in batches_of(image_ids, int(params["batch_size"]))
-            if (todo := images_to_compute(batch, done, batch_dependent))]
-    loaded = model_for(params, device) if work else None
+    batches = [(batch, todo) for batch in batches_of(image_ids, int(params["batch_size"]))
+               if (todo := images_to_compute(batch, done, batch_dependent))]
+    loaded = model_for(params, device) if batches else None
     computed: list[str] = []
     skipped_ids: list[str] = []
     stored = 0
@@ -375,7 +273,7 @@ def run_gradcam_job(
 
     def read(item) -> BatchInputs:
         _, todo = item
-        labels = read_label_entries(upstream_dir, upstream_keys, todo)
+        labels = read_label_entries(work.upstream_dir, work.upstream_keys, todo)
         return read_batch_inputs(dataset, todo, labels, params, loaded, {} if on_error == "skip" else None)
 
     def write(item, inputs: BatchInputs, results: dict) -> None:
@@ -389,31 +287,29 @@ def run_gradcam_job(
                 class_ids, class_names = image_labels(inputs.labels, image_id)
                 res = results[image_id]
                 attrs = image_attrs(dataset, image_id, class_ids, class_names, res, params, loaded)
-                made_from = verified_digest("labels", entry_path(upstream_dir, "labels", upstream_keys[image_id]), image_id)
-                write_gradcam_entry(stage_dir, keys[image_id], ImageMaps(image_id, res.maps, res.dropped, attrs),
-                                    upstream=made_from)
+                made_from = verified_digest("labels", work.upstream_entry("labels", image_id), image_id)
+                write_gradcam_entry(work.stage_dir, work.keys[image_id],
+                                    ImageMaps(image_id, res.maps, res.dropped, attrs), upstream=made_from)
                 computed.append(image_id)
             else:
-                write_skip(stage_dir, keys[image_id], image_id, "gradcam", inputs.skipped[image_id])
+                work.skip(image_id, "gradcam", inputs.skipped[image_id])
                 skipped_ids.append(image_id)
             done.add(image_id)
             stored += 1
             bar.update(1)
-            log.info("stored %s -> %s", image_id, entry_path(stage_dir, "gradcam", keys[image_id]).name)
+            log.info("stored %s -> %s", image_id, work.entry("gradcam", image_id).name)
             after_image("gradcam", stored)
 
     spent: dict = {} if timings is None else timings
     try:
-        pipelined(work, read, lambda inputs: run_model(inputs, params, loaded), write, overlap=overlap, timings=spent)
+        pipelined(batches, read, lambda inputs: run_model(inputs, params, loaded), write, overlap=overlap, timings=spent)
     finally:
         bar.close()
-    reused = len(image_ids) - len(computed) - len(skipped_ids)
-    log.info("gradcam %s: %d images computed, %d reused, %d skipped", shard, len(computed), reused, len(skipped_ids))
-    if work:
+    if batches:
         log.info("gradcam %s: read+preprocess %.2f s, model %.2f s, write %.2f s, wall %.2f s (%s)", shard,
                  spent["read"], spent["compute"], spent["write"], spent["wall"],
                  "reads and writes beside the model" if overlap else "one after another")
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             log.info("gradcam %s: peak GPU memory %.2f GiB", shard, torch.cuda.max_memory_allocated() / 2**30)
-    write_job_record(record, "gradcam", shard, image_ids, computed, skipped_ids)
+    work.finish("gradcam", image_ids, computed, skipped_ids, log)
     return computed

@@ -74,16 +74,83 @@ class JobContext:
         write_params_yaml(self.stage_dir if folder is None else folder,
                           self.params.stage if params is None else params)
 
-    def shard_job(self) -> tuple[list[str], dict, dict]:
-        """``(image ids, stage parameters, keyword arguments)`` of a ``run_<stage>_job`` call: keys, stage
-        folder, record, upstream keys and folder, shard, logger; ``params.yaml`` written first."""
+    def shard_job(self) -> tuple[list[str], dict, ShardWork]:
+        """``(image ids, stage parameters, work)`` of a ``run_<stage>_job`` call (:class:`ShardWork`: keys,
+        stage folder, record, upstream keys and folder, shard, logger); ``params.yaml`` written first."""
         work = self.params.work
         self.write_params()
-        kwargs = {"keys": work["keys"], "stage_dir": self.stage_dir, "record": self.output, "shard": work["shard"],
-                  "log": self.log}
-        if work["upstream"] is not None:
-            kwargs.update(upstream_keys=work["upstream"], upstream_dir=self.params.upstream_dir)
-        return list(self.params.ids), self.params.stage, kwargs
+        upstream = work["upstream"] is not None
+        return list(self.params.ids), self.params.stage, ShardWork(
+            work["keys"], self.stage_dir, self.output, work["upstream"], self.params.upstream_dir if upstream else None,
+            work["shard"], self.log)
+
+
+@dataclass
+class ShardWork:
+    """What a shard job of a stage works on and where (the ``work`` of every ``run_<stage>_job``): its
+    images' keys, the stage folder (entries in ``images/``), the job's record, the upstream stage's keys
+    and folder (none for labels), the shard's name and the logger. The rule scripts get it from
+    :meth:`JobContext.shard_job`, ``pnp-ovss segment`` from the plan's jobs, tests build it."""
+
+    keys: dict[str, str]
+    stage_dir: Path
+    record: Path
+    upstream_keys: dict[str, str] | None = None
+    upstream_dir: Path | None = None
+    shard: str = ""
+    log: logging.Logger | None = None
+
+    def __post_init__(self):
+        self.stage_dir, self.record = Path(self.stage_dir), Path(self.record)
+        if self.upstream_dir is not None:
+            self.upstream_dir = Path(self.upstream_dir)
+
+    def logger(self, default: str) -> logging.Logger:
+        return self.log or logging.getLogger(default)
+
+    def entry(self, stage: str, image_id: str) -> Path:
+        """An image's entry in the stage folder (``images/<key><suffix>``)."""
+        from ..cache import entry_path
+
+        return entry_path(self.stage_dir, stage, self.keys[image_id])
+
+    def upstream_entry(self, stage: str, image_id: str) -> Path:
+        """An image's entry in the upstream stage folder."""
+        from ..cache import entry_path
+
+        return entry_path(self.upstream_dir, stage, self.upstream_keys[image_id])
+
+    def pending(self, stage: str, image_ids: list[str], on_error: str, upstream_stage: str | None = None,
+                log: logging.Logger | None = None) -> list[str]:
+        """The images without a result (or, with ``on_error: skip``, a skip record); with ``upstream_stage``
+        also those whose result was made from another version of their upstream entry, which are set aside
+        (:func:`pnp_ovss.cache.outdated`)."""
+        from ..cache import is_done, listing, outdated
+
+        names = listing(self.stage_dir)
+        return [i for i in image_ids if not is_done(names, stage, self.keys[i], on_error)
+                or (upstream_stage is not None and outdated(stage, self.entry(stage, i), upstream_stage,
+                                                            self.upstream_entry(upstream_stage, i), log))]
+
+    def skip(self, image_id: str, stage: str, reason: str) -> None:
+        """The skip record of an image (``<key>.skipped.json``: the stage that skipped it and why)."""
+        from ..cache import write_skip
+
+        write_skip(self.stage_dir, self.keys[image_id], image_id, stage, reason)
+
+    def finish(self, stage: str, image_ids: list[str], computed: list[str], skipped: list[str] | None,
+               log: logging.Logger, what: str | None = None) -> None:
+        """Log the job's counts (computed, reused and, unless ``skipped`` is None, skipped; ``what``: how the
+        line names the stage) and write its record."""
+        from ..cache import write_job_record
+
+        what, reused = what or stage, len(image_ids) - len(computed) - len(skipped or [])
+        if skipped is None:
+            log.info("%s %s: %d images computed, %d reused", what, self.shard, len(computed), reused)
+        else:
+            log.info("%s %s: %d images computed, %d reused, %d skipped", what, self.shard, len(computed), reused,
+                     len(skipped))
+        write_job_record(self.record, stage, self.shard, image_ids, computed, skipped or [])
 
 
 def stage_logger(log_path: str | None, name: str) -> logging.Logger:
