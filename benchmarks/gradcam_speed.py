@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from gradcam_reference import reference_gradcam_batch  # noqa: E402
+from support.gradcam_reference import reference_gradcam_batch  # noqa: E402
 
 from pnp_ovss.backends import get_backend  # noqa: E402
 from pnp_ovss.gradcam import backend_gradcam_batch  # noqa: E402

@@ -2,7 +2,7 @@
 
     python benchmarks/prepare_speed.py [--images 60 --jobs 1 2]
 
-The downloads are fabricated in their distributed structure (tests/fabricate_downloads.py) at the benchmarks'
+The downloads are fabricated in their distributed structure (tests/support/fabricate_downloads.py) at the benchmarks'
 typical sizes (500x375 and 640x480), so the conversions cost what they cost on the real files; reading the
 real multi-GB archives adds disk time that cannot be measured here. Each (dataset, jobs) row prepares a fresh
 data root. Prints a table: dataset, images, jobs, seconds, images/s, files written.
@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from fabricate_downloads import fabricate_downloads  # noqa: E402
+from support.fabricate_downloads import fabricate_downloads  # noqa: E402
 
 from pnp_ovss.prepare.cli import prepare_dataset  # noqa: E402
 

@@ -4,9 +4,9 @@
 
 Runs the real workflow (`snakemake`) in a scratch copy, one change after another, on three inputs:
 the embedded demo (faithful mode), a folder of photos (clean mode) that gains, changes and loses a photo,
-and a fabricated VOC tree (tests/fabricate.py) labelled by live GPT-4o against a local OpenAI-compatible
+and a fabricated VOC tree (tests/support/fabricate.py) labelled by live GPT-4o against a local OpenAI-compatible
 fake server (tests/test_labels_openai.py), so requests are counted without a key or a network.
-The images each stage computed come from the jobs' `computed <id>` log lines (pnp_ovss.worklog).
+The images each stage computed come from the jobs' `computed <id>` log lines (tests/support/worklog.py).
 Without `--model` a tiny random BLIP is written and used (the counts are what matters; its wall times are
 the machinery's, not a real model's).
 """
@@ -28,11 +28,11 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from fabricate import fabricate  # noqa: E402
-from test_labels_openai import FakeOpenAIServer  # noqa: E402
+from support.fabricate import fabricate  # noqa: E402
+from support.openai_server import FakeOpenAIServer  # noqa: E402
 
 from pnp_ovss.datasets.folder import demo_root  # noqa: E402
-from pnp_ovss.worklog import WorkLog  # noqa: E402
+from support.worklog import WorkLog  # noqa: E402
 
 
 def workflow_copy(dst: Path) -> Path:

@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     model.eval().requires_grad_(False).to(device)
     params = dict(PARAMS, autocast=a.autocast)
     backend = get_backend("blip")
-    from fabricate import fabricate
+    from support.fabricate import fabricate
 
     with tempfile.TemporaryDirectory() as tmp:
         fabricate(Path(tmp), n=a.images)

@@ -4,24 +4,15 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-GPT4O_DIR = SHARED / "data" / "gpt4o"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/support (helpers, never fixtures)
 
-
-def shared_file(dataset):
-    """The authors' GPT-4o answers for ``dataset`` in ../shared, or skip the test where they are absent."""
-    path = GPT4O_DIR / f"{dataset}_classification_noboundary.json"
-    if not path.is_file():
-        pytest.skip(f"{path} not available")
-    return path
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from support import ROOT, shared_file  # noqa: E402,F401 (shared_file: until every test imports it from support)
 
 
 @pytest.fixture(scope="session")
 def mini_tree(tmp_path_factory):
     """The five benchmarks in mmseg layout, fabricated (tests/fabricate.py)."""
-    from fabricate import fabricate
+    from support.fabricate import fabricate
 
     root = tmp_path_factory.mktemp("mini")
     ids = fabricate(root, n=4)
@@ -34,6 +25,14 @@ def tiny_model(tmp_path_factory):
     from pnp_ovss.backends.blip import write_tiny_model
 
     return write_tiny_model(tmp_path_factory.mktemp("tiny") / "blip")
+
+
+@pytest.fixture(scope="module")
+def tiny_blip(tiny_model):
+    """The tiny BLIP loaded at 336 px: ``(model, tokenizer)``, once per test module (a test may patch it)."""
+    from pnp_ovss.backends.blip import load_blip
+
+    return load_blip(str(tiny_model), image_size=336, device="cpu")
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ Pipeline for one batch of images (each with its own ordered class list, one capt
    classes (§4.5) and choose the next ``drop_patches`` patches.
 
 The token maps come from :func:`fast_token_maps` (ViT without gradient, backward only through text layers
-≥ L, only layer L / head H formed). ``benchmarks/gradcam_reference.py`` holds the straightforward path
+≥ L, only layer L / head H formed). ``tests/support/gradcam_reference.py`` holds the straightforward path
 (full forward + backward, captions padded to 500, every layer's maps) that tests compare against.
 
 The aggregation ``2·G'_0 + G'_1 + ...`` is not done here: the store keeps every G'_d (refine aggregates).

@@ -4,7 +4,7 @@ import tomllib
 
 import yaml
 
-from conftest import ROOT
+from support import ROOT
 
 
 def test_conda_environment_pins_equal_the_package_dependencies():

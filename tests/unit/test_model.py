@@ -9,7 +9,6 @@ import logging
 import pytest
 import torch
 
-from _tiny_blip import tiny, tiny_dir  # noqa: F401  (fixtures)
 from pnp_ovss.errors import ModelError
 from pnp_ovss.backends.blip import (
     AUTHORS_TEXT_LN_EPS,
@@ -22,13 +21,13 @@ from pnp_ovss.backends.cli import register
 from pnp_ovss.backends.loading import resolve_device
 
 
-def test_tiny_model_loads_frozen_in_eval_with_the_authors_eps(tiny_dir, caplog):
+def test_tiny_model_loads_frozen_in_eval_with_the_authors_eps(tiny_model, caplog):
     from transformers import BlipConfig
 
-    saved = BlipConfig.from_pretrained(str(tiny_dir))
+    saved = BlipConfig.from_pretrained(str(tiny_model))
     assert saved.vision_config.layer_norm_eps == 1e-5  # like the Hub checkpoint's config
     with caplog.at_level(logging.INFO, logger="pnp_ovss.backends.blip"):
-        model, tok = load_blip(str(tiny_dir), image_size=336, device="cpu")
+        model, tok = load_blip(str(tiny_model), image_size=336, device="cpu")
     eps = layer_norm_eps_in_use(model)
     assert eps == {"vision": {AUTHORS_VISION_LN_EPS}, "text": {AUTHORS_TEXT_LN_EPS}}
     assert "1e-05 -> 1e-06" in caplog.text
@@ -40,8 +39,8 @@ def test_tiny_model_loads_frozen_in_eval_with_the_authors_eps(tiny_dir, caplog):
     assert tok.tokenize("A picture of pottedplant") == ["a", "picture", "of", "potted", "##plant"]
 
 
-def test_tiny_model_itm_forward_runs_at_336(tiny):
-    model, tok = tiny
+def test_tiny_model_itm_forward_runs_at_336(tiny_blip):
+    model, tok = tiny_blip
     enc = tok(["A picture of cat"], return_tensors="pt")
     with torch.no_grad():
         out = model(input_ids=enc["input_ids"], pixel_values=torch.zeros(1, 3, 336, 336), interpolate_pos_encoding=True)
@@ -71,9 +70,9 @@ def test_missing_model_offline_is_a_clear_error(monkeypatch):
     assert "pnp-ovss-tests/no-such-blip" in msg and "HF_HUB_OFFLINE=1" in msg
 
 
-def test_image_size_must_be_a_multiple_of_the_patch(tiny_dir):
+def test_image_size_must_be_a_multiple_of_the_patch(tiny_model):
     with pytest.raises(ModelError, match="multiple of the patch size 16"):
-        load_blip(str(tiny_dir), image_size=330, device="cpu")
+        load_blip(str(tiny_model), image_size=330, device="cpu")
 
 
 def test_device_resolution():

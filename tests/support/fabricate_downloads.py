@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fabricate import SIZES, _rle_counts, known_ids  # noqa: E402
+from support.fabricate import SIZES, _rle_counts, known_ids  # noqa: E402
 
 
 def _jpeg_bytes(h: int, w: int, rng) -> bytes:

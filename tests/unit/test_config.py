@@ -14,7 +14,7 @@ from pnp_ovss.config import (
 )
 from pnp_ovss.errors import ConfigError
 
-from conftest import ROOT
+from support import ROOT
 
 
 def test_config_yaml_lists_every_key_with_its_schema_default():

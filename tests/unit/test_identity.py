@@ -126,7 +126,7 @@ def test_a_skipped_image_counts_as_done_only_with_on_error_skip(tmp_path):
 
 @pytest.fixture
 def live(monkeypatch):
-    from test_labels_openai import SECRET_KEY, FakeOpenAIServer
+    from support.openai_server import SECRET_KEY, FakeOpenAIServer
 
     server = FakeOpenAIServer().start()
     monkeypatch.setenv("OPENAI_API_KEY", SECRET_KEY)

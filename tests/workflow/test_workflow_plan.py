@@ -1,23 +1,16 @@
 """The real snakemake CLI on the workflow: lint, and a dry run for each benchmark on a fabricated tree."""
 
 import re
-import subprocess
-import sys
 import tomllib
 
 import pytest
 import yaml
 
-from conftest import ROOT
-
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+from support import ROOT, smk
 
 
 def run(args, cwd, check=True):
-    proc = subprocess.run(SNAKEMAKE + args, cwd=cwd, capture_output=True, text=True, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
-    return proc
+    return smk(cwd, *args, check=check, timeout=600)
 
 
 def job_counts(stdout: str) -> dict[str, int]:

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from scipy.stats import spearmanr
 
-from test_workflow_run import model_config, smk
+from support import model_config, smk
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
@@ -27,7 +27,7 @@ def tiny_clip(tmp_path_factory):
 
 
 def workflow_copy(tmp_path_factory, name):
-    from conftest import ROOT
+    from support import ROOT
 
     wf = tmp_path_factory.mktemp(name)
     for item in ("Snakefile", "rules", "workflow", "config", "envs", "profiles"):

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from slurm_cluster import SlurmCluster, missing_programs
+from support import ROOT
+from support.slurm_cluster import SlurmCluster, missing_programs
 
-ROOT = Path(__file__).resolve().parents[1]
 PROFILE = ROOT / "profiles" / "slurm"
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import struct
 import subprocess
-import sys
 import zlib
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from pnp_ovss.datasets.folder import demo_root
 from pnp_ovss.errors import DatasetError
 from pnp_ovss.io import STORED, ImageReading, capped_size, read_header, read_image, reading_tag
 
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+from support import SNAKEMAKE  # noqa: E402
 
 
 def rgb_picture(h=40, w=60) -> np.ndarray:

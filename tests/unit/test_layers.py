@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "src" / "pnp_ovss"
+PACKAGE = Path(__file__).resolve().parents[2] / "src" / "pnp_ovss"
 
 #: top to bottom; a module may import only from its own layer or below (the first matching prefix decides)
 LAYERS = [

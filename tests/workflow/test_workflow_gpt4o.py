@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 
-from test_labels_openai import SECRET_KEY, FakeOpenAIServer
+from support import SNAKEMAKE
+
+from support.openai_server import SECRET_KEY, FakeOpenAIServer
 
 pytestmark = [pytest.mark.workflow]
 
@@ -20,7 +21,7 @@ def test_interrupted_gpt4o_labels_rerun_never_asks_twice(repo_copy):
     try:
         env = {**os.environ, "OPENAI_API_KEY": SECRET_KEY, "OPENAI_BASE_URL": server.base_url}
         env.pop("PNP_OVSS_FAULT", None)
-        cmd = [sys.executable, "-m", "snakemake", "--cores", "1", "--until", "labels", "--config",
+        cmd = SNAKEMAKE + ["--cores", "1", "--until", "labels", "--config",
                "labels={source: gpt4o, timeout: 5, max_retries: 0}"]
         server.actions = ["answer", "answer", "answer", "401"]
         first = subprocess.run(cmd, cwd=repo_copy, env=env, capture_output=True, text=True, timeout=300)

@@ -4,35 +4,13 @@ no work and no record), and `-n` still lists the jobs the run then runs."""
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from support import planned, smk
+
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
-
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-
-
-def smk(cwd, *args):
-    env = {k: v for k, v in os.environ.items() if k != "PNP_OVSS_FAULT"}
-    proc = subprocess.run(SNAKEMAKE + list(args), cwd=cwd, capture_output=True, text=True, timeout=900, env=env, check=False)
-    if proc.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n"
-                             f"{proc.stderr[-6000:]}")
-    return proc
-
-
-def planned(proc) -> dict[str, int]:
-    out = proc.stdout + proc.stderr
-    if "Job stats:" not in out:
-        return {}
-    block = out.split("Job stats:")[1]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", block, re.MULTILINE) if m.group(1) != "total"}
-
 
 def listing(root: Path) -> dict[str, tuple[int, int]]:
     """Every file and folder under ``root`` with its size and mtime (ns)."""

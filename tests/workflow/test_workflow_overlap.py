@@ -12,12 +12,11 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from datetime import datetime
 
 import pytest
 
-from conftest import ROOT
+from support import SNAKEMAKE, ROOT
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
@@ -61,7 +60,7 @@ def run_demo(tmp_path, tiny_model, threads: str, *, slow: bool = True):
     if slow:
         env["PNP_OVSS_FAULT"] = "gradcam:1:slow"
     proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--cores", "2", "--config", "shard_size=2",
+        SNAKEMAKE + ["--cores", "2", "--config", "shard_size=2",
          f"gradcam={{model: {tiny_model}, device: auto, batch_size: 2, threads: {threads}}}"],
         cwd=wf, capture_output=True, text=True, timeout=900, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
@@ -80,7 +79,7 @@ def test_refine_runs_beside_gradcam_when_gradcam_takes_one_core(tmp_path, tiny_m
     logs = list((wf / "results" / "demo" / "logs" / "gradcam").rglob("*.log"))
     assert logs and all("torch threads: 1" in p.read_text() for p in logs)
     # no result depends on the thread count: another value plans nothing
-    rerun = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "2", "--config", "shard_size=2",
+    rerun = subprocess.run(SNAKEMAKE + ["-n", "--cores", "2", "--config", "shard_size=2",
                             f"gradcam={{model: {tiny_model}, device: auto, batch_size: 2, threads: 2}}"],
                            cwd=wf, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0 and "Nothing to be done" in rerun.stdout + rerun.stderr

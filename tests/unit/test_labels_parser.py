@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -13,7 +12,7 @@ from pnp_ovss.errors import LabelError
 from pnp_ovss.labels.parser import answer_statistics, no_answer, parse_answer
 from pnp_ovss.vocab import Vocabulary, load_vocabulary
 
-GPT4O_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "gpt4o"
+from support import GPT4O_DIR  # noqa: E402
 BENCHMARKS = ("voc", "psc", "ade20k", "coco_object", "coco_stuff")
 VOCABS = {name: load_vocabulary(name) for name in BENCHMARKS}
 

@@ -13,6 +13,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+
+from support import smk as run_snakemake
 from PIL import Image
 
 from pnp_ovss.backends.checkpoints import (
@@ -28,18 +30,12 @@ from pnp_ovss.checks import EveryClass, caption_problem, caption_token_count, li
 from pnp_ovss.datasets.folder import demo_root
 from pnp_ovss.vocab import caption_for, load_vocabulary, vocabulary_from_spec
 
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 HUB_MODEL = "Salesforce/blip-itm-large-flickr"
 
 
 def smk(cwd, *args, env=None):
-    import os
-
-    full = {**os.environ, **(env or {})}
-    for name in [k for k, v in (env or {}).items() if v is None]:
-        full.pop(name)
-    full.pop("PNP_OVSS_FAULT", None)
-    proc = subprocess.run(SNAKEMAKE + list(args), cwd=cwd, capture_output=True, text=True, timeout=600, env=full)
+    """The exit code and the output of a real snakemake run (:func:`support.smk`)."""
+    proc = run_snakemake(cwd, *args, env=env, check=False, timeout=600)
     return proc.returncode, proc.stdout + proc.stderr
 
 

@@ -26,7 +26,7 @@ from pnp_ovss.labels.sources import (
 )
 from pnp_ovss.vocab import Vocabulary, load_vocabulary
 
-from conftest import shared_file
+from support import shared_file
 
 
 class FakeDataset:

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from test_workflow_run import SHARED_GPT4O, model_config, smk
+from support import GPT4O_DIR as SHARED_GPT4O, model_config, smk
 
 from pnp_ovss.datasets.folder import demo_root
 
@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def bt_demo(tmp_path_factory, tiny_bridgetower):
-    from conftest import ROOT
+    from support import ROOT
 
     wf = tmp_path_factory.mktemp("bt_demo_wf")
     for name in ("Snakefile", "rules", "workflow", "config", "envs", "profiles"):

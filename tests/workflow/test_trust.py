@@ -72,8 +72,8 @@ def test_a_view_must_be_sealed_for_the_key_asked_for(tmp_path):
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory, tiny_model):
     """A workflow copy with one finished demo run (results/), and the config arguments of that run."""
-    from conftest import ROOT
-    from test_workflow_run import smk
+    from support import ROOT
+    from support import smk
 
     wf = tmp_path_factory.mktemp("trust_wf")
     for name in ("Snakefile", "rules", "workflow", "config", "envs", "profiles"):
@@ -86,7 +86,7 @@ def demo(tmp_path_factory, tiny_model):
 
 
 def run(wf, *args, dry=False):
-    from test_workflow_run import smk
+    from support import smk
 
     proc = smk(wf, *(["-n"] if dry else []), "--cores", "2", *args)
     return proc, proc.stdout + proc.stderr
@@ -97,7 +97,7 @@ def to_compute(out: str) -> dict[str, int]:
 
 
 def planned_jobs(out: str) -> dict[str, int]:
-    from test_workflow_run import planned
+    from support import planned
 
     class P:
         stdout, stderr = out, ""

@@ -8,7 +8,7 @@ import argparse
 import pytest
 import yaml
 
-from conftest import ROOT
+from support import ROOT
 from pnp_ovss.descriptors import BENCHMARKS, DATASET_NAMES, DESCRIPTORS
 
 ANSWERED = [d.name for d in DESCRIPTORS.values() if d.authors_answers]

@@ -5,8 +5,6 @@ batch independence under the clean rules, and how the config chooses and constra
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +15,6 @@ from pnp_ovss.backends.bridgetower import caption_segments, segment_counts
 from pnp_ovss.config import gradcam_params, normalise, plan_runs, resolve_fixes
 from pnp_ovss.errors import ConfigError, ModelError
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 BT = get_backend("bridgetower")
 CLEAN = dict(layer=3, head=5, drop_iter=3, drop_patches=10, exclude_sep_rows=True, mean_last_class=True, keep_spaces=True)
@@ -57,7 +54,7 @@ def assert_same(got, want):
     ids=["1img-288px-layer1", "3img-160px-layer3", "3img-224px-layer5-nospaces"],
 )
 def test_fast_path_equals_full_forward_backward(bt, lists, size, params):
-    from gradcam_reference import reference_gradcam_batch
+    from support.gradcam_reference import reference_gradcam_batch
 
     x = random_pixels(len(lists), size, seed=len(lists))
     fast = bt.gradcam_batch(x, lists, params)
@@ -76,7 +73,7 @@ def test_last_cross_modal_layer_gives_zero_maps(bt):
 
 
 def test_reference_leaves_the_model_frozen(bt):
-    from gradcam_reference import reference_gradcam_batch
+    from support.gradcam_reference import reference_gradcam_batch
 
     reference_gradcam_batch(bt.model, bt.tokenizer, random_pixels(1, 160, 0), [["cat"]], dict(CLEAN, drop_iter=1), pad_to=32, backend="bridgetower")
     assert not any(p.requires_grad for p in bt.model.parameters())

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT
-from fabricate_downloads import fabricate_downloads
+from support import SNAKEMAKE, ROOT
+from support.fabricate_downloads import fabricate_downloads
 from pnp_ovss.cli import main
 
 # COCO ids (1-based) that COCO-Stuff 164k never uses: 11 of 1..182, so 171 classes remain
@@ -191,7 +191,7 @@ def test_prepare_ends_with_datasets_check_of_each_benchmark(prepared):
 def test_workflow_dry_run_on_the_prepared_tree(prepared, repo_copy):
     data_root, _, _ = prepared
     for dataset in ("psc", "coco_stuff"):
-        proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--config",
+        proc = subprocess.run(SNAKEMAKE + ["-n", "--cores", "1", "--config",
                                f"dataset={dataset}", f"data_root={data_root}"],
                               cwd=repo_copy, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stdout + proc.stderr

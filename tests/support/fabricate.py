@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
 from pnp_ovss.io import default_palette  # noqa: E402
 from pnp_ovss.vocab import load_vocabulary  # noqa: E402
 
 SIZES = [(60, 80), (48, 64), (64, 56), (40, 72)]
-GPT4O = Path(__file__).resolve().parents[2] / "shared" / "data" / "gpt4o"
+GPT4O = Path(__file__).resolve().parents[3] / "shared" / "data" / "gpt4o"
 
 
 def known_ids(name: str, n: int, fallback: list[str]) -> list[str]:

@@ -15,9 +15,9 @@ from pnp_ovss.datasets.folder import Demo, demo_root
 from pnp_ovss.ordering import faithful_order
 from pnp_ovss.store import read_image_maps
 from pnp_ovss.plan import make_plan
-from pnp_ovss.worklog import STAGES, WorkLog
-from test_labels_openai import SECRET_KEY, FakeOpenAIServer
-from test_workflow_run import model_config, planned, smk
+from support.worklog import STAGES, WorkLog
+from support.openai_server import SECRET_KEY, FakeOpenAIServer
+from support import model_config, planned, smk
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 

@@ -9,7 +9,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,35 +17,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from support import GPT4O_DIR, SNAKEMAKE, model_config, planned, smk
 from pnp_ovss.datasets.folder import demo_root
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 DEMO_IDS = [p.stem for p in (demo_root() / "images").iterdir()]
-
-
-def smk(cwd, *args, env=None, check=True):
-    full_env = {**os.environ, **(env or {})}
-    if not env or "PNP_OVSS_FAULT" not in env:
-        full_env.pop("PNP_OVSS_FAULT", None)
-    proc = subprocess.run(SNAKEMAKE + list(args), cwd=cwd, capture_output=True, text=True, timeout=900, env=full_env)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
-    return proc
-
-
-def planned(proc) -> dict[str, int]:
-    out = proc.stdout + proc.stderr
-    if "Job stats:" not in out:
-        return {}
-    block = out.split("Job stats:")[1]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", block, re.M) if m.group(1) != "total"}
-
-
-def model_config(model, **extra):
-    items = ", ".join([f"model: {model}", "device: cpu", *(f"{k}: {v}" for k, v in extra.items())])
-    return f"gradcam={{{items}}}"
 
 
 # --- the demo: end to end, reruns, report ------------------------------------------------------------
@@ -54,7 +30,7 @@ def model_config(model, **extra):
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory, tiny_model):
-    from conftest import ROOT
+    from support import ROOT
 
     wf = tmp_path_factory.mktemp("demo_wf")
     for name in ("Snakefile", "rules", "workflow", "config", "envs", "profiles"):
@@ -205,7 +181,7 @@ def gradcam_computations(*snapshots: dict[Path, str]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, tiny_model):
-    from conftest import ROOT
+    from support import ROOT
 
     tmp = tmp_path_factory.mktemp("uninterrupted")
     wf = tmp / "wf"
@@ -313,7 +289,7 @@ def test_offline_missing_model_ends_with_its_advice(repo_copy):
 
 # --- the five benchmarks, labelled from the authors' GPT-4o files ---------------------------------------
 
-SHARED_GPT4O = Path(__file__).resolve().parents[2] / "shared" / "data" / "gpt4o"
+SHARED_GPT4O = GPT4O_DIR
 
 
 @pytest.mark.skipif(not SHARED_GPT4O.is_dir(), reason="../shared/data/gpt4o (the authors' answers) not present")

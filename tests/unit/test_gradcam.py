@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from _tiny_blip import CLASS_LISTS, tiny, tiny_dir  # noqa: F401  (fixtures)
+from support.fakes import CLASS_LISTS
 from pnp_ovss.backends.blip import gradcam_batch, tokenize_captions
 from pnp_ovss.gradcam import (
     CLIP_MEAN,
@@ -56,10 +56,10 @@ COMPOSITIONS = [
 
 
 @pytest.mark.parametrize("lists,size,params", COMPOSITIONS, ids=["1img-336px", "3img-mixed", "layer1", "clean-layer11"])
-def test_fast_path_equals_reference_path(tiny, lists, size, params):
-    from gradcam_reference import reference_gradcam_batch
+def test_fast_path_equals_reference_path(tiny_blip, lists, size, params):
+    from support.gradcam_reference import reference_gradcam_batch
 
-    model, tok = tiny
+    model, tok = tiny_blip
     x = random_pixels(len(lists), size, seed=len(lists))
     fast = gradcam_batch(model, tok, x, lists, params)
     ref = reference_gradcam_batch(model, tok, x, lists, params, pad_to=500)
@@ -70,17 +70,17 @@ def test_fast_path_equals_reference_path(tiny, lists, size, params):
         assert res.dropped.shape == (params["drop_iter"], params["drop_patches"])
 
 
-def test_last_layer_maps_are_zero_but_run(tiny):
+def test_last_layer_maps_are_zero_but_run(tiny_blip):
     """At the last text layer only the [ENC] row reaches the ITM head, so every class row's gradient is 0."""
-    model, tok = tiny
+    model, tok = tiny_blip
     res = gradcam_batch(model, tok, random_pixels(1, 160, 1), [["cat", "dog"]], dict(FAITHFUL, layer=12))[0]
     assert res.maps.shape == (2, 3, 10, 10) and not res.maps.any()
 
 
-def test_reference_leaves_the_model_frozen(tiny):
-    from gradcam_reference import reference_gradcam_batch
+def test_reference_leaves_the_model_frozen(tiny_blip):
+    from support.gradcam_reference import reference_gradcam_batch
 
-    model, tok = tiny
+    model, tok = tiny_blip
     reference_gradcam_batch(model, tok, random_pixels(1, 160, 0), [["cat"]], dict(FAITHFUL, drop_iter=1), pad_to=32)
     assert not any(p.requires_grad for p in model.parameters())
     assert all(p.grad is None for p in model.parameters())
@@ -163,8 +163,8 @@ def independent_gradcam(model, tok, images, class_names, layer, head, drop_iter,
     ],
     ids=["faithful", "clean", "layer3-head2"],
 )
-def test_fast_path_equals_independent_implementation(tiny, lists, params):
-    model, tok = tiny
+def test_fast_path_equals_independent_implementation(tiny_blip, lists, params):
+    model, tok = tiny_blip
     x = random_pixels(len(lists), 160, seed=7)
     fast = gradcam_batch(model, tok, x, lists, params)
     maps, chosen = independent_gradcam(
@@ -187,8 +187,8 @@ def test_fast_path_equals_independent_implementation(tiny, lists, params):
 # batch (in)dependence
 
 
-def test_clean_ranking_is_independent_of_batch_order_and_size(tiny):
-    model, tok = tiny
+def test_clean_ranking_is_independent_of_batch_order_and_size(tiny_blip):
+    model, tok = tiny_blip
     lists = CLASS_LISTS[:5]
     x = random_pixels(5, 160, seed=3)
     whole = gradcam_batch(model, tok, x, lists, CLEAN)
@@ -201,12 +201,12 @@ def test_clean_ranking_is_independent_of_batch_order_and_size(tiny):
     assert_same_results(pairs, whole, "batches 2+3")
 
 
-def test_faithful_ranking_uses_the_sep_row_of_shorter_captions(tiny):
+def test_faithful_ranking_uses_the_sep_row_of_shorter_captions(tiny_blip):
     """A short caption next to a longer one ranks on rows 3..L-3 of the batch, i.e. its class row *and* its
     [SEP] row (§5, §10.4); alone, on its class row only. The token maps themselves do not depend on the batch."""
     from pnp_ovss.backends.blip import fast_token_maps
 
-    model, tok = tiny
+    model, tok = tiny_blip
     x = random_pixels(2, 160, seed=5)
     lists = [["cat"], ["bus", "car", "bicycle", "motorbike", "train"]]
     batched_tokens = tokenize_captions(tok, lists)
@@ -228,8 +228,8 @@ def test_faithful_ranking_uses_the_sep_row_of_shorter_captions(tiny):
 # pieces
 
 
-def test_position_embeddings_interpolation_equals_direct_bicubic(tiny):
-    model, _ = tiny
+def test_position_embeddings_interpolation_equals_direct_bicubic(tiny_blip):
+    model, _ = tiny_blip
     emb = model.vision_model.embeddings
     weight = emb.position_embedding.detach()  # [1, 1 + 24², D]
     d = weight.shape[-1]
@@ -266,8 +266,8 @@ def test_preprocess_bicubic_clip_normalised_and_released_ade():
     assert not uses_released_ade_input(False, {"normalize_ade": False})
 
 
-def test_tokenize_captions_enc_token_longest_padding_and_pieces(tiny):
-    _, tok = tiny
+def test_tokenize_captions_enc_token_longest_padding_and_pieces(tiny_blip):
+    _, tok = tiny_blip
     t = tokenize_captions(tok, [["cat"], ["pottedplant", "dog"]])
     enc_id = tok.convert_tokens_to_ids("[ENC]")
     assert t.input_ids[:, 0].tolist() == [enc_id, enc_id]
@@ -338,16 +338,16 @@ def test_autocast_is_opt_in_and_gpu_only(caplog):
     assert "ignored, running fp32" in caplog.text
 
 
-def test_layer_and_head_are_checked(tiny):
-    model, tok = tiny
+def test_layer_and_head_are_checked(tiny_blip):
+    model, tok = tiny_blip
     with pytest.raises(ValueError, match="layer 13"):
         gradcam_batch(model, tok, random_pixels(1, 160, 0), [["cat"]], dict(FAITHFUL, layer=13))
     with pytest.raises(ValueError, match="head 12"):
         gradcam_batch(model, tok, random_pixels(1, 160, 0), [["cat"]], dict(FAITHFUL, head=12))
 
 
-def test_clean_captions_keep_the_spaces_of_class_names(tiny):
-    _, tok = tiny
+def test_clean_captions_keep_the_spaces_of_class_names(tiny_blip):
+    _, tok = tiny_blip
     released = tokenize_captions(tok, [["potted plant", "dog"]])
     kept = tokenize_captions(tok, [["potted plant", "dog"]], keep_spaces=True)
     assert released.captions == ["A picture of pottedplant dog"]
@@ -388,12 +388,12 @@ def test_labels_records_name_classes_as_the_caption_will():
 
 
 @pytest.mark.parametrize("params", [FAITHFUL, dict(CLEAN, layer=4, head=2)], ids=["faithful", "clean"])
-def test_sdpa_vision_tower_gives_the_eager_maps_up_to_rounding(tiny_dir, params):
+def test_sdpa_vision_tower_gives_the_eager_maps_up_to_rounding(tiny_model, params):
     from pnp_ovss.backends import get_backend
     from pnp_ovss.backends.blip import load_blip
 
-    eager_model, tok = load_blip(str(tiny_dir), image_size=160, device="cpu")
-    fused_model, _ = load_blip(str(tiny_dir), image_size=160, device="cpu")
+    eager_model, tok = load_blip(str(tiny_model), image_size=160, device="cpu")
+    fused_model, _ = load_blip(str(tiny_model), image_size=160, device="cpu")
     said = get_backend("blip").use_fused_vision_attention(fused_model)
     assert "self-attention layers of the vision tower use torch SDPA" in said
     lists = [CLASS_LISTS[0], CLASS_LISTS[1], CLASS_LISTS[2]]
