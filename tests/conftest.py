@@ -1,4 +1,3 @@
-import shutil
 import sys
 from pathlib import Path
 
@@ -6,7 +5,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/support (helpers, never fixtures)
 
-from support import ROOT, shared_file  # noqa: E402,F401 (shared_file: until every test imports it from support)
+from support import copy_workflow, shared_file  # noqa: E402,F401 (shared_file: until every test imports it from support)
 
 
 @pytest.fixture(scope="session")
@@ -46,14 +45,4 @@ def tiny_bridgetower(tmp_path_factory):
 @pytest.fixture
 def repo_copy(tmp_path):
     """A copy of the workflow files (Snakefile, rules, workflow, config, envs, profiles) in a temp dir."""
-    dst = tmp_path / "wf"
-    dst.mkdir()
-    for name in ("Snakefile", "rules", "workflow", "config", "envs", "profiles"):
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, dst / name, symlinks=False)
-        else:
-            shutil.copy(src, dst / name)
-    # the workflow imports the package from <workflow>/src: point at the real one
-    (dst / "src").symlink_to(ROOT / "src")
-    return dst
+    return copy_workflow(tmp_path / "wf")

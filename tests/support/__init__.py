@@ -17,6 +17,26 @@ GPT4O_DIR = ROOT.parent / "shared" / "data" / "gpt4o"
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
+#: what a copy of the workflow holds (the package is linked, not copied: <workflow>/src -> the real src/)
+WORKFLOW_FILES = ("Snakefile", "rules", "workflow", "config", "envs", "profiles")
+
+
+def copy_workflow(dst: Path) -> Path:
+    """A copy of the workflow files in ``dst`` (created), whose ``src`` links to the real package."""
+    import shutil
+
+    dst = Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in WORKFLOW_FILES:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dst / name, symlinks=False)
+        else:
+            shutil.copy(src, dst / name)
+    (dst / "src").symlink_to(ROOT / "src")
+    return dst
+
+
 def shared_file(dataset: str) -> Path:
     """The authors' GPT-4o answers for ``dataset`` (:data:`GPT4O_DIR`), or skip the test where they are absent."""
     path = GPT4O_DIR / f"{dataset}_classification_noboundary.json"

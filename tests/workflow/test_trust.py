@@ -72,14 +72,10 @@ def test_a_view_must_be_sealed_for_the_key_asked_for(tmp_path):
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory, tiny_model):
     """A workflow copy with one finished demo run (results/), and the config arguments of that run."""
-    from support import ROOT
+    from support import copy_workflow
     from support import smk
 
-    wf = tmp_path_factory.mktemp("trust_wf")
-    for name in ("Snakefile", "rules", "workflow", "config", "envs", "profiles"):
-        src = ROOT / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, wf / name)
-    (wf / "src").symlink_to(ROOT / "src")
+    wf = copy_workflow(tmp_path_factory.mktemp("trust_wf"))
     args = ("--config", f"gradcam={{model: {tiny_model}, device: cpu}}")
     smk(wf, "--cores", "2", *args)
     return wf, args

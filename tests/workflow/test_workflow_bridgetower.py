@@ -5,7 +5,6 @@ authors' GPT-4o answers."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pandas as pd
@@ -21,13 +20,9 @@ pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def bt_demo(tmp_path_factory, tiny_bridgetower):
-    from support import ROOT
+    from support import copy_workflow
 
-    wf = tmp_path_factory.mktemp("bt_demo_wf")
-    for name in ("Snakefile", "rules", "workflow", "config", "envs", "profiles"):
-        src = ROOT / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, wf / name)
-    (wf / "src").symlink_to(ROOT / "src")
+    wf = copy_workflow(tmp_path_factory.mktemp("bt_demo_wf"))
     args = ("--cores", "2", "--config", model_config(tiny_bridgetower, backend="auto"))
     smk(wf, *args)
     return wf, args

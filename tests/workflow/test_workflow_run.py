@@ -30,13 +30,9 @@ DEMO_IDS = [p.stem for p in (demo_root() / "images").iterdir()]
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory, tiny_model):
-    from support import ROOT
+    from support import copy_workflow
 
-    wf = tmp_path_factory.mktemp("demo_wf")
-    for name in ("Snakefile", "rules", "workflow", "config", "envs", "profiles"):
-        src = ROOT / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, wf / name)
-    (wf / "src").symlink_to(ROOT / "src")
+    wf = copy_workflow(tmp_path_factory.mktemp("demo_wf"))
     smk(wf, "--cores", "2", "--config", model_config(tiny_model))
     return wf
 
@@ -181,15 +177,10 @@ def gradcam_computations(*snapshots: dict[Path, str]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, tiny_model):
-    from support import ROOT
+    from support import copy_workflow
 
     tmp = tmp_path_factory.mktemp("uninterrupted")
-    wf = tmp / "wf"
-    shutil.copytree(ROOT / "rules", wf / "rules")
-    for name in ("workflow", "config", "envs", "profiles"):
-        shutil.copytree(ROOT / name, wf / name)
-    shutil.copy(ROOT / "Snakefile", wf / "Snakefile")
-    (wf / "src").symlink_to(ROOT / "src")
+    wf = copy_workflow(tmp / "wf")
     data = folder_workflow(tmp, wf)
     smk(wf, *folder_args(data, tiny_model))
     return pd.read_csv(wf / "results" / "folder" / "miou.csv"), gradcam_computations(gradcam_logs(wf / "results"))
