@@ -3,8 +3,6 @@ spell. Rules import these names (rules/common.smk) instead of writing the string
 
 from __future__ import annotations
 
-#: a shard's GradCAM store for `pnp-ovss segment` / run_gradcam_shard
-STORE_NAME = "maps.zarr"
 #: per stage folder and per run: the images left out with the reason
 SKIPPED_CSV = "skipped.csv"
 #: per run (eval/<eh>/set-<key>/) and per dataset (one row per run)

@@ -33,7 +33,7 @@ class ImageMaps:
 
 
 def open_store(path: str | Path, create: bool = False) -> zarr.Group:
-    """Open (mode "a" when ``create``, else "r") a shard store."""
+    """Open (mode "a" when ``create``, else "r") a GradCAM store."""
     path = Path(path)
     if not create and not path.exists():
         raise FileNotFoundError(f"{path}: GradCAM store not found")
@@ -55,10 +55,8 @@ def completed_ids(path: str | Path) -> set[str]:
 
 
 def write_image_maps(group: zarr.Group, item: ImageMaps, complete: bool = True) -> None:
-    """Write one image's group; overwrites an unfinished group; marks it complete last.
-
-    ``complete=False`` leaves the mark out, for a caller that marks several images complete together
-    (:func:`mark_complete`) once all of them are written."""
+    """Write one image's group; overwrites an unfinished group; marks it complete last (unless ``complete``
+    is false)."""
     if item.image_id in group:
         del group[item.image_id]
     sub = group.create_group(item.image_id)
@@ -71,14 +69,6 @@ def write_image_maps(group: zarr.Group, item: ImageMaps, complete: bool = True) 
     sub.attrs.update(attrs)
     if complete:
         sub.attrs["complete"] = True
-
-
-def mark_complete(group: zarr.Group, image_id: str) -> None:
-    """Mark a written image group complete (its arrays and attributes must already be there)."""
-    sub = group[image_id]
-    if "maps" not in sub or "dropped" not in sub:
-        raise KeyError(f"{image_id}: cannot mark complete, its arrays are missing")
-    sub.attrs["complete"] = True
 
 
 def read_image_maps(path_or_group, image_id: str) -> ImageMaps:

@@ -52,17 +52,8 @@ def search_maps_batch(loaded, pixel_values: torch.Tensor, class_names: list[list
     return out
 
 
-def run_search_maps_job(
-    dataset,
-    image_ids: list[str],
-    params: dict,
-    work: ShardWork,
-    *,
-    on_error: str = "fail",
-    device: str = "auto",
-    batch_size: int = 16,
-    progress: bool = True,
-) -> list[str]:
+def run_search_maps_job(dataset, image_ids: list[str], params: dict, work: ShardWork, *, on_error: str = "fail",
+                        device: str = "auto", batch_size: int = 16, progress: bool = True) -> list[str]:
     """The search maps of the images of a shard job that have none yet; the others are reused. Images are
     read as the GradCAM stage reads them (:func:`pnp_ovss.stages.gradcam.read_batch_inputs`: with
     ``on_error: skip`` an unreadable image gets a skip record). Logs ``computed <id>`` per image through the
