@@ -159,6 +159,34 @@ class Backend(ABC):
             raise ValueError(f"head {head} out of range: the {self.name} model has heads 0..{heads - 1} (0-based)")
 
 
+@contextlib.contextmanager
+def kept_probabilities(modules: dict[int, torch.nn.Module]):
+    """Inside the block, the attention probabilities (``output[1]``) each module of ``{layer: module}``
+    returns are kept in the dict yielded, by layer (forward hooks, removed on leaving)."""
+    kept: dict[int, torch.Tensor] = {}
+
+    def keeper(layer):
+        def keep(_module, _inputs, output):
+            kept[layer] = output[1]
+
+        return keep
+
+    handles = [module.register_forward_hook(keeper(layer)) for layer, module in modules.items()]
+    try:
+        yield kept
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def match_gradients(logits: torch.Tensor, kept: dict[int, torch.Tensor], layers: list[int]) -> list:
+    """``[(probs, ∂J/∂probs)]`` of ``layers`` in order, from one ``autograd.grad`` of ``J = Σ_b logit[b, 1]``
+    (the ITM head's "match" logit)."""
+    match = logits[:, 1].float().sum()
+    probs = [kept[layer] for layer in layers]
+    return list(zip(probs, torch.autograd.grad(match, probs)))
+
+
 @dataclass
 class LoadedModel:
     """A backend with its loaded model and tokenizer: what the GradCAM stage holds."""

@@ -26,7 +26,7 @@ from ..gradcam import (
 )
 from ..vocab import CAPTION_PREFIX, caption_for, caption_word
 from . import BACKEND_FACTS
-from .base import Backend, LoadedModel
+from .base import Backend, LoadedModel, kept_probabilities, match_gradients
 from .checkpoints import MAX_TEXT_LEN
 from .loading import offline_hint, resolve_device
 
@@ -215,14 +215,6 @@ def blip_probs_and_grads(model, pixel_values, tokens, layers: list[int], autocas
     text = model.text_encoder
     blocks = text.encoder.layer
     lowest = min(layers)
-    captured = {}
-
-    def keeper(layer):
-        def keep_probs(_module, _inputs, output):
-            captured[layer] = output[1]
-
-        return keep_probs
-
     with autocast_context(pixel_values.device, autocast):
         with torch.no_grad():
             image_embeds = model.vision_model(
@@ -232,20 +224,12 @@ def blip_probs_and_grads(model, pixel_values, tokens, layers: list[int], autocas
             mask = text_self_attention_mask(model, hidden, tokens.attention_mask)
             for block in blocks[: lowest - 1]:
                 hidden = block(hidden, image_embeds, attention_mask=mask)
-        handles = [blocks[layer - 1].crossattention.self.register_forward_hook(keeper(layer)) for layer in layers]
-        try:
+        with kept_probabilities({layer: blocks[layer - 1].crossattention.self for layer in layers}) as kept:
             with torch.enable_grad():
                 hidden = hidden.detach().requires_grad_(True)
                 for block in blocks[lowest - 1 :]:
                     hidden = block(hidden, image_embeds, attention_mask=mask)
-                logits = model.itm_head(hidden[:, 0, :])
-                match = logits[:, 1].float().sum()
-                probs = [captured[layer] for layer in layers]
-                grads = torch.autograd.grad(match, probs)
-        finally:
-            for handle in handles:
-                handle.remove()
-    return list(zip(probs, grads))
+                return match_gradients(model.itm_head(hidden[:, 0, :]), kept, layers)
 
 
 class BlipBackend(Backend):

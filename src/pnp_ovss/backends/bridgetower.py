@@ -28,7 +28,7 @@ from ..errors import ModelError
 from ..gradcam import CLIP_MEAN, CLIP_STD, CaptionTokens, autocast_context, preprocess_image
 from ..vocab import CAPTION_PREFIX, caption_word
 from . import BACKEND_FACTS
-from .base import Backend, LoadedModel
+from .base import Backend, LoadedModel, kept_probabilities, match_gradients
 from .blip import TINY_WORDS
 from .checkpoints import caption_token_limit
 from .loading import image_stats, offline_hint, resolve_device
@@ -168,20 +168,9 @@ class BridgeTowerBackend(Backend):
         bt = model.bridgetower
         cfg = bt.config
         start = min(layers) - 1
-        captured = {}
-
-        def keeper(layer):
-            def keep_probs(_module, _inputs, output):
-                captured[layer] = output[1]
-
-            return keep_probs
-
         ids, mask = tokens.input_ids, tokens.attention_mask
-        handles = [
-            bt.cross_modal_text_layers[layer - 1].crossattention.self.register_forward_hook(keeper(layer))
-            for layer in layers
-        ]
-        try:
+        modules = {layer: bt.cross_modal_text_layers[layer - 1].crossattention.self for layer in layers}
+        with kept_probabilities(modules) as kept:
             with autocast_context(pixel_values.device, autocast):
                 with torch.no_grad():
                     text = bt.text_model.embeddings(input_ids=ids)
@@ -219,14 +208,7 @@ class BridgeTowerBackend(Backend):
                         text_out = bt.cross_modal_text_layers[j](text_in, image_in, attention_mask=text_mask)[0]
                         image_out = bt.cross_modal_image_layers[j](image_in, text_in, encoder_attention_mask=text_mask)[0]
                 with torch.enable_grad():
-                    logits = model.itm_score(bt.get_cls_features(text_out, image_out))
-                    match = logits[:, 1].float().sum()
-                    probs = [captured[layer] for layer in layers]
-                    grads = torch.autograd.grad(match, probs)
-        finally:
-            for handle in handles:
-                handle.remove()
-        return list(zip(probs, grads))
+                    return match_gradients(model.itm_score(bt.get_cls_features(text_out, image_out)), kept, layers)
 
     def cross_attention_modules(self, model) -> list:
         return [layer.crossattention.self for layer in model.bridgetower.cross_modal_text_layers]
