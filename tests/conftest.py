@@ -5,7 +5,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/support (helpers, never fixtures)
 
-from support import copy_workflow, shared_file  # noqa: E402,F401 (shared_file: until every test imports it from support)
+from support import copy_workflow  # noqa: E402
 
 
 @pytest.fixture(scope="session")

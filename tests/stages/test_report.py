@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from _refine_fakes import FakeDataset, quadrant_image, write_rgb
+from support.fakes import FakeDataset, quadrant_image, write_rgb
 from pnp_ovss import report as rp
 from pnp_ovss.io import default_palette, write_label_png
 

@@ -11,6 +11,13 @@ import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from pnp_ovss.labels.openai_live import LiveSettings
+from pnp_ovss.vocab import load_vocabulary
 
 SECRET_KEY = "sk-test-DO-NOT-LEAK-0123456789abcdef"
 
@@ -132,3 +139,35 @@ def image_payload(body: dict) -> str:
 def image_mime(body: dict) -> str:
     url = body["messages"][0]["content"][1]["image_url"]["url"]
     return url.split(";", 1)[0].removeprefix("data:")
+
+
+class FakeDataset:
+    """The parts of the Dataset interface the labels stage uses."""
+
+    has_ground_truth = False
+
+    def __init__(self, name, root: Path, ids, fmt="PNG"):
+        self.name = name
+        self.vocabulary = load_vocabulary(name)
+        self.root = root
+        self._ids = list(ids)
+        root.mkdir(parents=True, exist_ok=True)
+        for k, image_id in enumerate(self._ids):
+            rgb = np.full((8, 8, 3), (10 * k) % 255, dtype=np.uint8)
+            Image.fromarray(rgb).save(self.image_path(image_id), format=fmt)
+
+    def image_ids(self):
+        return list(self._ids)
+
+    def image_path(self, image_id):
+        # the extension says .img on purpose: the MIME type must come from the content
+        return self.root / f"{image_id}.img"
+
+    def gpt4o_key(self, image_id):
+        return image_id
+
+
+def settings(**kw):
+    base = dict(model="gpt-4o", temperature=0.0, prompt=None, json_schema=False, timeout=2.0, max_retries=2)
+    base.update(kw)
+    return LiveSettings(**base)

@@ -136,7 +136,7 @@ def live(monkeypatch):
 
 
 def test_answer_cache_is_per_question_not_per_image_id(live, tmp_path):
-    from test_labels_openai import FakeDataset, settings
+    from support.openai_server import FakeDataset, settings
 
     from pnp_ovss.labels.openai_live import query_answers
 

@@ -400,7 +400,7 @@ def test_best_yaml_carries_the_searched_backend_and_model(tmp_path):
 
 
 def test_an_unreachable_openai_server_is_named_by_its_url(tmp_path, monkeypatch):
-    from test_labels_openai import FakeDataset, settings
+    from support.openai_server import FakeDataset, settings
 
     from pnp_ovss.errors import LabelError
     from pnp_ovss.labels.openai_live import query_answers

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from _tiny_blip import CLASS_LISTS, FakeDataset, tiny, tiny_dir, write_images  # noqa: F401  (fixtures)
+from support.fakes import CLASS_LISTS, FakeDataset, write_images
 from pnp_ovss import cache
 from pnp_ovss.cache import entry_path, write_labels_entry
 from pnp_ovss.config import short_hash
@@ -26,7 +26,7 @@ from pnp_ovss.stages import gradcam as gradcam_stage
 from pnp_ovss.stages.job import ShardWork
 from pnp_ovss.store import open_store, read_image_maps
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
 ROOT = TESTS.parent
 
 
@@ -57,7 +57,7 @@ def make_shard(root: Path, n: int, empty: tuple[int, ...] = ()):
     for i, image_id in enumerate(ids):
         names = [] if i in empty else CLASS_LISTS[i % len(CLASS_LISTS)]
         labels[image_id] = {"selected": list(range(1, len(names) + 1)), "names": names}
-    return FakeDataset(root / "images", ids), ids, labels
+    return FakeDataset(root, ids), ids, labels
 
 
 def shard_work(ids, labels, stage_dir: Path, log=None) -> ShardWork:
@@ -114,9 +114,9 @@ def crash_when_writing(monkeypatch, image_id):
     return lambda: monkeypatch.setattr(cache, "write_gradcam_entry", real)
 
 
-def test_entries_contents_and_rerun(tmp_path, tiny_dir):
+def test_entries_contents_and_rerun(tmp_path, tiny_model):
     ds, ids, labels = make_shard(tmp_path, 5, empty=(3,))
-    params = stage_params(tiny_dir, exclude_sep_rows=True, mean_last_class=True)
+    params = stage_params(tiny_model, exclude_sep_rows=True, mean_last_class=True)
     out = tmp_path / "gradcam"
     msgs = run_logged(ds, ids, params, labels, out, device="cpu")
     assert stored_ids(out, ids) == set(ids)
@@ -133,7 +133,7 @@ def test_entries_contents_and_rerun(tmp_path, tiny_dir):
         assert a["class_names"] == labels[image_id]["names"]
         assert a["orig_size"] == [h, w]
         assert (a["image_size"], a["layer"], a["head"]) == (160, 8, 9)
-        assert a["model"] == str(tiny_dir) and "model_revision" in a
+        assert a["model"] == str(tiny_model) and "model_revision" in a
         assert short_hash(a["params"]) == short_hash(params)
         assert a["complete"] is True
         if k:
@@ -147,16 +147,16 @@ def test_entries_contents_and_rerun(tmp_path, tiny_dir):
     assert not ids_logged(again, "computed") and not ids_logged(again, "stored")
 
 
-def test_stage_results_equal_gradcam_batch_in_the_given_batches(tmp_path, tiny, tiny_dir):
+def test_stage_results_equal_gradcam_batch_in_the_given_batches(tmp_path, tiny_blip, tiny_model):
     from pnp_ovss.backends.blip import gradcam_batch
     from pnp_ovss.gradcam import preprocess_image
     from pnp_ovss.io import open_rgb
     import torch
 
     ds, ids, labels = make_shard(tmp_path, 3)
-    params = stage_params(tiny_dir, batch_size=3)
+    params = stage_params(tiny_model, batch_size=3)
     run_logged(ds, ids, params, labels, tmp_path / "out", device="cpu")
-    model, tok = tiny
+    model, tok = tiny_blip
     x = torch.stack([preprocess_image(open_rgb(ds.image_path(i)), 160) for i in ids])
     want = gradcam_batch(model, tok, x, [labels[i]["names"] for i in ids], params)
     for image_id, w in zip(ids, want):
@@ -165,7 +165,7 @@ def test_stage_results_equal_gradcam_batch_in_the_given_batches(tmp_path, tiny, 
         np.testing.assert_array_equal(got.dropped, w.dropped)
 
 
-def test_released_ade_input_follows_the_dataset_and_the_fix(tmp_path, tiny_dir, monkeypatch):
+def test_released_ade_input_follows_the_dataset_and_the_fix(tmp_path, tiny_model, monkeypatch):
     from pnp_ovss.backends.blip import BlipBackend
 
     seen = []
@@ -178,14 +178,14 @@ def test_released_ade_input_follows_the_dataset_and_the_fix(tmp_path, tiny_dir, 
     monkeypatch.setattr(BlipBackend, "preprocess", spy)
     ds, ids, labels = make_shard(tmp_path, 1)
     ds.unnormalised_input = True
-    run_logged(ds, ids, stage_params(tiny_dir), labels, tmp_path / "o1", device="cpu")
-    run_logged(ds, ids, stage_params(tiny_dir, normalize_ade=True), labels, tmp_path / "o2", device="cpu")
+    run_logged(ds, ids, stage_params(tiny_model), labels, tmp_path / "o1", device="cpu")
+    run_logged(ds, ids, stage_params(tiny_model, normalize_ade=True), labels, tmp_path / "o2", device="cpu")
     assert seen == [True, False]
 
 
-def test_faithful_resume_recomputes_a_partial_batch_without_rewriting_its_complete_images(tmp_path, tiny_dir, monkeypatch):
+def test_faithful_resume_recomputes_a_partial_batch_without_rewriting_its_complete_images(tmp_path, tiny_model, monkeypatch):
     ds, ids, labels = make_shard(tmp_path, 6)
-    params = stage_params(tiny_dir)  # faithful, batches of 2
+    params = stage_params(tiny_model)  # faithful, batches of 2
     run_logged(ds, ids, params, labels, tmp_path / "ref", device="cpu")
 
     out = tmp_path / "out"
@@ -206,9 +206,9 @@ def test_faithful_resume_recomputes_a_partial_batch_without_rewriting_its_comple
         np.testing.assert_array_equal(got.dropped, want.dropped)
 
 
-def test_clean_resume_computes_only_unfinished_images(tmp_path, tiny_dir, monkeypatch):
+def test_clean_resume_computes_only_unfinished_images(tmp_path, tiny_model, monkeypatch):
     ds, ids, labels = make_shard(tmp_path, 4)
-    params = stage_params(tiny_dir, exclude_sep_rows=True, mean_last_class=True)
+    params = stage_params(tiny_model, exclude_sep_rows=True, mean_last_class=True)
     restore = crash_when_writing(monkeypatch, "img_003")
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_logged(ds, ids, params, labels, tmp_path / "out", device="cpu")
@@ -222,7 +222,7 @@ KILL_SCRIPT = textwrap.dedent(
     """
     import json, logging, sys, time
     sys.path.insert(0, {tests!r})
-    from _tiny_blip import FakeDataset
+    from support.fakes import FakeDataset
     from pnp_ovss.stages.gradcam import run_gradcam_job
     from pnp_ovss.stages.job import ShardWork
 
@@ -244,17 +244,17 @@ KILL_SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.parametrize("mode", ["faithful", "clean"])
-def test_killed_job_resumes_without_recomputing_complete_images(tmp_path, tiny_dir, mode):
+def test_killed_job_resumes_without_recomputing_complete_images(tmp_path, tiny_model, mode):
     ds, ids, labels = make_shard(tmp_path, 8)
     clean = mode == "clean"
-    params = stage_params(tiny_dir, exclude_sep_rows=clean, mean_last_class=clean)
+    params = stage_params(tiny_model, exclude_sep_rows=clean, mean_last_class=clean)
     out = tmp_path / "out"
     work = shard_work(ids, labels, out)
     script = tmp_path / "job.py"
     script.write_text(KILL_SCRIPT.format(tests=str(TESTS)))
     log1 = tmp_path / "run1.log"
     cfg = {
-        "images": str(tmp_path / "images"), "ids": ids, "params": params, "log": str(log1), "delay": 0.3,
+        "images": str(tmp_path), "ids": ids, "params": params, "log": str(log1), "delay": 0.3,
         "work": [work.keys, str(work.stage_dir), str(work.record), work.upstream_keys, str(work.upstream_dir), work.shard],
     }
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
@@ -293,10 +293,10 @@ def test_killed_job_resumes_without_recomputing_complete_images(tmp_path, tiny_d
 
 
 @pytest.mark.parametrize("batch_size", [1, 2, 3])
-def test_fault_hook_counts_images_whatever_the_batch_size(tmp_path, tiny_dir, monkeypatch, batch_size):
+def test_fault_hook_counts_images_whatever_the_batch_size(tmp_path, tiny_model, monkeypatch, batch_size):
     """``PNP_OVSS_FAULT=gradcam:3:kill`` must fire at the third stored image, also with batches of 2."""
     seen = []
     monkeypatch.setattr(gradcam_stage, "after_image", lambda stage, n: seen.append((stage, n)))
     ds, ids, labels = make_shard(tmp_path, 5)
-    run_logged(ds, ids, stage_params(tiny_dir, batch_size=batch_size), labels, tmp_path / "o", device="cpu")
+    run_logged(ds, ids, stage_params(tiny_model, batch_size=batch_size), labels, tmp_path / "o", device="cpu")
     assert seen == [("gradcam", n) for n in range(1, 6)]

@@ -18,7 +18,7 @@ from pnp_ovss.labels.cli import main as labels_main
 from pnp_ovss.labels.parser import parse_answer
 from pnp_ovss.vocab import load_vocabulary
 
-from conftest import shared_file
+from support import shared_file
 
 
 class TinyDataset(Dataset):

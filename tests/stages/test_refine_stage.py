@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from _refine_fakes import FakeDataset, quadrant_image, quadrant_maps, write_fixture
+from support.fakes import FakeDataset, quadrant_image, quadrant_maps, write_fixture
 from pnp_ovss.cache import entry_path, write_sealed_bytes
 from pnp_ovss.errors import DatasetError
 from pnp_ovss.io import default_palette, label_png_bytes

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from _tiny_blip import CLASS_LISTS, FakeDataset, tiny, tiny_dir, write_images  # noqa: F401  (fixtures)
+from support.fakes import CLASS_LISTS, FakeDataset, write_images
 from pnp_ovss.cache import entry_path, write_labels_entry
 from pnp_ovss.stages.gradcam import pipelined, run_gradcam_job
 from pnp_ovss.stages.job import ShardWork
@@ -89,15 +89,15 @@ def test_errors_of_the_reader_and_the_writer_reach_the_caller(side):
         pipelined([0, 1, 2], read, lambda x: x, write)
 
 
-def _job(tmp_path, tiny_dir, overlap, name):
+def _job(tmp_path, tiny_model, overlap, name):
     ids = [f"img_{i:03d}" for i in range(5)]
     write_images(tmp_path / "images", ids)
-    ds = FakeDataset(tmp_path / "images", ids)
+    ds = FakeDataset(tmp_path, ids)
     labels_dir = tmp_path / "labels"
     for i, image_id in enumerate(ids):
         names = [] if i == 3 else CLASS_LISTS[i % len(CLASS_LISTS)]
         write_labels_entry(labels_dir, f"L{image_id}", image_id, {"selected": list(range(1, len(names) + 1)), "names": names})
-    params = {"stage": "gradcam", "upstream": "u", "model": str(tiny_dir), "image_size": 160, "layer": 8, "head": 9,
+    params = {"stage": "gradcam", "upstream": "u", "model": str(tiny_model), "image_size": 160, "layer": 8, "head": 9,
               "drop_iter": 2, "drop_patches": 5, "batch_size": 2, "autocast": "none", "normalize_ade": False,
               "exclude_sep_rows": False, "mean_last_class": False}
     stage_dir = tmp_path / name
@@ -107,9 +107,9 @@ def _job(tmp_path, tiny_dir, overlap, name):
     return ids, stage_dir, computed, timings
 
 
-def test_gradcam_job_with_overlap_stores_exactly_what_it_stores_without(tmp_path, tiny_dir):
-    ids, with_overlap, computed_a, timings = _job(tmp_path / "a", tiny_dir, True, "gc")
-    _, without, computed_b, _ = _job(tmp_path / "b", tiny_dir, False, "gc")
+def test_gradcam_job_with_overlap_stores_exactly_what_it_stores_without(tmp_path, tiny_model):
+    ids, with_overlap, computed_a, timings = _job(tmp_path / "a", tiny_model, True, "gc")
+    _, without, computed_b, _ = _job(tmp_path / "b", tiny_model, False, "gc")
     assert computed_a == computed_b == ids
     for image_id in ids:
         a = read_image_maps(open_store(entry_path(with_overlap, "gradcam", f"G{image_id}")), image_id)
