@@ -14,7 +14,7 @@ from pnp_ovss.layout import (
     PER_CLASS_CSV, REWARDS_CSV, SKIPPED_CSV, SUMMARY_CSV, THRESHOLD_PNG,
 )
 from pnp_ovss.backends.checkpoints import check_model_choice, unknown_piece_warnings
-from pnp_ovss.plan import check_views, make_plan, plan_summary, plan_warnings, sync_job_records
+from pnp_ovss.plan import STALE_SUFFIX, check_views, make_plan, plan_summary, plan_warnings, sync_job_records
 from pnp_ovss.plan import view_keys, view_paths, views_stamps
 
 # `--config refine="{threshold: 0.3}"` arrives with string leaves, and dotted keys (from a config file
@@ -41,7 +41,7 @@ LOOKS_ONLY = only_looks()
 # only the main snakemake process repairs anything (sets damaged entries aside, writes job records): a
 # cluster job's own parse of this file runs beside other jobs and must not touch what they write
 REPAIRS = workflow.is_main_process and not LOOKS_ONLY
-PLAN = make_plan(config, repair=REPAIRS, write_memos=not LOOKS_ONLY)
+PLAN = make_plan(config, repair=REPAIRS, write_memos=not LOOKS_ONLY, looks_only=LOOKS_ONLY)
 # threads of the model rules (gradcam, search maps): a few on a GPU so that refine/evaluate/labels jobs fill
 # the other cores meanwhile, every core on the CPU (config gradcam.threads overrides)
 
@@ -53,7 +53,7 @@ if REPAIRS:
 elif LOOKS_ONLY and PLAN.stale_records():
     # (a job with no work and no record is not asked for, so it is not planned either: Plan.requested)
     logger.warning(f"pnp-ovss: {len(PLAN.stale_records())} job record(s) say done while images lack results; a "
-                   f"run removes them and runs those jobs, which this dry run does not list: "
+                   f"run removes them and runs those jobs (listed here as writing <record>{STALE_SUFFIX}.json): "
                    f"{', '.join(PLAN.stale_records()[:3])}")
 logger.info(f"pnp-ovss: {plan_summary(PLAN)}")
 for _note in PLAN.notes:
@@ -81,7 +81,7 @@ onstart:
 
 
 wildcard_constraints:
-    job=r"shard-\d{4}-[0-9a-f]{16}",
+    job=r"shard-\d{4}-[0-9a-f]{16}(\.stale)?",  # .stale: a dry run's name for a job whose record is stale (Plan.looks_only)
     view=r"set-[0-9a-f]{16}",
     lh=HASH,
     gh=HASH,

@@ -31,6 +31,8 @@ from .identity import (
 from .ordering import faithful_order, make_shards, shard_name
 
 
+#: the record name under which a dry run asks for a job whose record is stale (:attr:`Plan.looks_only`)
+STALE_SUFFIX = ".stale"
 #: refine's peak memory per pixel of the image (DenseCRF at full resolution; benchmarks/refine_memory.py)
 REFINE_BYTES_PER_PIXEL = 318
 
@@ -74,6 +76,10 @@ class Plan:
     notes: list[str] = field(default_factory=list)  # what the parse says about the images (not used, first frames)
     entry_digests: dict[tuple[str, str], str] = field(default_factory=dict)  # (stage hash, image id) -> digest
     repair: bool = True  # set damaged entries aside (only the main snakemake process does)
+    #: a parse that writes nothing (``-n``, ``--lint``, ``--report``): a stale record (:meth:`stale_records`)
+    #: cannot be removed, so the rules ask for the job under another record name (:data:`STALE_SUFFIX`), which
+    #: is missing, and the dry run lists the job that a real run will run
+    looks_only: bool = False
 
     @property
     def evaluates(self) -> bool:
@@ -99,7 +105,7 @@ class Plan:
 
     def job(self, stage_hash: str, name: str) -> StageJob:
         try:
-            return self.jobs[(stage_hash, name)]
+            return self.jobs[(stage_hash, name.removesuffix(STALE_SUFFIX))]
         except KeyError:
             raise KeyError(f"no job {name} for stage folder {stage_hash} in this configuration") from None
 
@@ -127,7 +133,8 @@ class Plan:
 
     def job_output(self, job: StageJob) -> str:
         suffix = ".npz" if job.stage == "evaluate" else ".json"
-        return f"{self.records_dir(job.stage, job.stage_hash)}/{job.name}{suffix}"
+        stale = self.looks_only and job.stage != "evaluate" and job.needed and job.recorded
+        return f"{self.records_dir(job.stage, job.stage_hash)}/{job.name}{STALE_SUFFIX if stale else ''}{suffix}"
 
     def refine_mem_mb(self, stage_hash: str, name: str) -> int:
         """The memory a refine job asks for: its largest image by the fit of benchmarks/refine_memory.py
@@ -168,7 +175,8 @@ class Plan:
     def stale_records(self) -> list[str]:
         """Records that say a job is done while some of its images lack results (entries deleted or set
         aside): :func:`sync_job_records` removes them in a run that writes."""
-        return [self.job_output(j) for j in self.jobs.values() if j.stage != "evaluate" and j.needed and j.recorded]
+        return [f"{self.records_dir(j.stage, j.stage_hash)}/{j.name}.json" for j in self.jobs.values()
+                if j.stage != "evaluate" and j.needed and j.recorded]
 
     # --- what the rules ask (rules/*.smk) ---------------------------------------------------------------
     def job_work(self, stage_hash: str, name: str) -> dict:
@@ -520,18 +528,18 @@ def plan_summary(plan: Plan) -> str:
     )
 
 
-def make_plan(raw_config: dict, repair: bool = True, write_memos: bool = True) -> Plan:
+def make_plan(raw_config: dict, repair: bool = True, write_memos: bool = True, looks_only: bool = False) -> Plan:
     """The plan of a config. ``repair``: set damaged entries aside (the main snakemake process); without it
     a damaged entry only counts as missing (a cluster job's own parse, beside other jobs' writes).
     ``write_memos``: save the image header and file digest memos (``.headers.json``, ``.digests.json``);
-    with neither (``snakemake -n``, ``--lint``, ``--report``) planning writes nothing."""
+    with neither (``snakemake -n``, ``--lint``, ``--report``: ``looks_only``) planning writes nothing."""
     cfg = normalise(raw_config)
     dataset = get_dataset(cfg)
     ids = ordered_ids(cfg, dataset)
     shards = {shard_name(i): s for i, s in enumerate(make_shards(ids, effective_shard_size(cfg)))}
     runs, table = plan_runs(cfg)
     out = str(Path(cfg["results"]) / cfg["dataset"])
-    plan = Plan(cfg, dataset, ids, shards, runs, table, out, repair=repair)
+    plan = Plan(cfg, dataset, ids, shards, runs, table, out, repair=repair, looks_only=looks_only)
     headers = HeaderCache(Path(out) / HEADER_CACHE_NAME)
     scan = scan_images(dataset, ids, headers)
     if write_memos:
