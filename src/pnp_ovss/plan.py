@@ -225,7 +225,7 @@ class SearchPlan:
         return {k: f"{self.score_dir}/{v}" for k, v in names.items()}
 
 
-def _plan_search(plan: "Plan", keys: dict[str, dict[str, str]]) -> None:
+def _plan_search(plan: "Plan") -> None:
     """The search's jobs: one per shard holding search images, upstream = that shard's labels job."""
     from .config import search_maps_params, search_score_params, short_hash
 
@@ -236,7 +236,8 @@ def _plan_search(plan: "Plan", keys: dict[str, dict[str, str]]) -> None:
     mp = search_maps_params(cfg, lh)
     mh = short_hash(mp)
     plan.table[mh] = mp
-    mkeys = {i: key_of("search", mh, keys[lh][i]) for i in ids}
+    labels_keys = plan.stage_keys(lh)
+    mkeys = {i: key_of("search", mh, labels_keys[i]) for i in ids}
     records = names_in(plan.records_dir("search", mh))
     listed = listing(plan.stage_dir("search", mh))
     jobs = []
@@ -528,6 +529,18 @@ def plan_summary(plan: Plan) -> str:
     )
 
 
+def plan_for(cfg: dict, dataset: Dataset, ids: list[str], out: str | Path, tags: dict[str, str | None],
+             digests: DigestCache, repair: bool = True, looks_only: bool = False) -> Plan:
+    """The plan of a normalised config over ``ids`` (in this order) with its stage folders under ``out``: shards,
+    runs, each image's key at each stage (``tags``: what the image reader does beyond the released reading) and
+    the jobs. What :func:`make_plan` and ``pnp-ovss segment`` share."""
+    shards = {shard_name(i): s for i, s in enumerate(make_shards(ids, effective_shard_size(cfg)))}
+    runs, table = plan_runs(cfg)
+    plan = Plan(cfg, dataset, ids, shards, runs, table, str(out), repair=repair, looks_only=looks_only)
+    _plan_jobs(plan, _stage_keys(plan, digests, tags))
+    return plan
+
+
 def make_plan(raw_config: dict, repair: bool = True, write_memos: bool = True, looks_only: bool = False) -> Plan:
     """The plan of a config. ``repair``: set damaged entries aside (the main snakemake process); without it
     a damaged entry only counts as missing (a cluster job's own parse, beside other jobs' writes).
@@ -536,19 +549,15 @@ def make_plan(raw_config: dict, repair: bool = True, write_memos: bool = True, l
     cfg = normalise(raw_config)
     dataset = get_dataset(cfg)
     ids = ordered_ids(cfg, dataset)
-    shards = {shard_name(i): s for i, s in enumerate(make_shards(ids, effective_shard_size(cfg)))}
-    runs, table = plan_runs(cfg)
     out = str(Path(cfg["results"]) / cfg["dataset"])
-    plan = Plan(cfg, dataset, ids, shards, runs, table, out, repair=repair, looks_only=looks_only)
     headers = HeaderCache(Path(out) / HEADER_CACHE_NAME)
     scan = scan_images(dataset, ids, headers)
     if write_memos:
         headers.save()
-    plan.notes = scan.notes
     digests = DigestCache(Path(out) / DIGEST_CACHE_NAME)
-    keys = _stage_keys(plan, digests, scan.tags)
+    plan = plan_for(cfg, dataset, ids, out, scan.tags, digests, repair=repair, looks_only=looks_only)
+    plan.notes = scan.notes
     if write_memos:
         digests.save()
-    _plan_jobs(plan, keys)
-    _plan_search(plan, keys)
+    _plan_search(plan)
     return plan

@@ -51,15 +51,9 @@ def segment_plan(cfg: dict, dataset, tags: dict, out: Path):
     the given order, shards as the workflow cuts them, and each image's key at each stage computed as the
     workflow's plan computes it (:mod:`pnp_ovss.plan`)."""
     from .identity import DIGEST_CACHE_NAME, DigestCache
-    from .ordering import make_shards, shard_name
-    from .plan import Plan, _plan_jobs, _stage_keys, effective_shard_size
+    from .plan import plan_for
 
-    ids = dataset.image_ids()
-    shards = {shard_name(i): s for i, s in enumerate(make_shards(ids, effective_shard_size(cfg)))}
-    runs, table = plan_runs(cfg)
-    plan = Plan(cfg, dataset, ids, shards, runs[:1], table, str(out))
-    _plan_jobs(plan, _stage_keys(plan, DigestCache(out / DIGEST_CACHE_NAME), tags))
-    return plan
+    return plan_for(cfg, dataset, dataset.image_ids(), out, tags, DigestCache(out / DIGEST_CACHE_NAME))
 
 
 def run_stages(plan, cfg: dict, dataset, labels_cache: Path) -> dict[str, str]:
