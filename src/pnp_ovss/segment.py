@@ -81,7 +81,7 @@ def run_stages(plan, cfg: dict, dataset, labels_cache: Path) -> dict[str, str]:
 
 
 def segment(image_paths: list[Path], classes: str, out_dir: Path, args: argparse.Namespace) -> list[Path]:
-    from .stages.refine import write_masks
+    from .stages.views import write_masks
     from .report import overlay
 
     from .backends.checkpoints import model_availability

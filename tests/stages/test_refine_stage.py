@@ -16,7 +16,9 @@ from pnp_ovss.errors import DatasetError
 from pnp_ovss.io import default_palette, label_png_bytes
 from pnp_ovss.refine import RELEASED_PARAMS, refine_image
 from pnp_ovss.stages.job import ShardWork
-from pnp_ovss.stages.refine import run_refine_job, skipped_csv_text, write_masks
+from pnp_ovss.io import skipped_csv_text
+from pnp_ovss.stages.refine import run_refine_job
+from pnp_ovss.stages.views import write_masks
 
 H, W = 60, 80
 

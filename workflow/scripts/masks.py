@@ -1,7 +1,7 @@
 """Rule masks: the run's label maps by image name, masks/<hash>/set-<key>/<image_id>.png (copies)."""
 from pnp_ovss.layout import SKIPPED_CSV
 from pnp_ovss.stages.job import JobContext
-from pnp_ovss.stages.refine import build_masks_view
+from pnp_ovss.stages.views import build_masks_view
 
 job = JobContext.from_snakemake(snakemake, "masks")  # noqa: F821 (injected by Snakemake)
 view = job.output

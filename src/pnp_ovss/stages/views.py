@@ -13,13 +13,15 @@ ends by writing a stamp named by the state it made (``<results>/<dataset>/.views
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 from ..cache import check_view, seal
-from ..io import atomic_write_bytes
+from ..errors import DatasetError
+from ..io import atomic_write_bytes, atomic_write_text, publish, skipped_csv_text
+from ..layout import PARAMETERS_CSV, SKIPPED_CSV
 from ..layout import VIEWS_DIR  # noqa: F401 (the stamps' folder)
 from .evaluate import append_ledger, concat_csv_text
-from .refine import build_latest
 
 
 
@@ -78,3 +80,78 @@ def publish_views(
         for line in rebuilt:
             log.info("rebuilt %s", line)
     return rebuilt
+
+
+# --- the masks views: copies of the refine stage's label maps by image name ------------------------------
+
+
+def write_masks(image_ids: list[str], keys: dict[str, str], masks_dir: str | os.PathLike,
+                target: str | os.PathLike) -> list[dict]:
+    """``target/<image_id>.png`` for every image with a label map in the refine stage folder ``masks_dir``
+    (copies, each checked against its seal first: a damaged one is never copied; editing or deleting a copy
+    never touches the cache) and ``target/skipped.csv`` listing the others (the stage that skipped each and
+    why). Returns the skipped rows."""
+    from ..cache import entry_path, read_skip, verified_digest
+
+    target = Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    skipped = []
+    for image_id in image_ids:
+        src = entry_path(masks_dir, "refine", keys[image_id])
+        if src.is_file():
+            verified_digest("refine", src, image_id)
+            shutil.copy2(src, target / f"{image_id}.png")
+            continue
+        record = read_skip(masks_dir, keys[image_id])
+        if record is None:
+            raise DatasetError(f"image {image_id}: no label map at {src}; run the refine stage first")
+        skipped.append({"image_id": image_id, "stage": record["stage"], "reason": record["reason"]})
+    atomic_write_text(target / SKIPPED_CSV, skipped_csv_text(skipped))
+    return skipped
+
+
+def build_masks_view(
+    image_ids: list[str], keys: dict[str, str], masks_dir: str | os.PathLike, view_dir: str | os.PathLike
+) -> tuple[int, list[dict]]:
+    """``view_dir/<image_id>.png`` for every image of the run and ``view_dir/skipped.csv`` (:func:`write_masks`),
+    built beside, sealed and renamed into place. Other views of the same refine folder (earlier image sets)
+    are removed: the maps themselves stay."""
+    from ..cache import remove_other_sets, seal
+
+    view_dir = Path(view_dir)
+    tmp = view_dir.parent / f".{view_dir.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    skipped = write_masks(image_ids, keys, masks_dir, tmp)
+    seal(tmp, view_dir, view_dir.name)
+    publish(tmp, view_dir, existing="replace")
+    remove_other_sets(view_dir.parent, view_dir.name)
+    return len(image_ids) - len(skipped), skipped
+
+
+def build_latest(views: dict[Path, str], parameters: dict[str, dict], out_dir: str | os.PathLike,
+                 key: str | None = None) -> list[Path]:
+    """``out_dir`` = the current runs' masks by image name, whatever the hashes: ``<out_dir>/<image>.png``
+    for a single run, ``<out_dir>/<label>/<image>.png`` per run of a sweep (label = the swept values, e.g.
+    ``threshold=0.1``); each folder also gets ``parameters.csv`` (the run's parameters) and the view's
+    ``skipped.csv``. Files are copies (editing one never touches the cache). Built beside, sealed for
+    ``key`` (what the config shows, :func:`pnp_ovss.cache.check_view`) and renamed into place."""
+    from ..cache import seal
+    from ..report import write_parameters_table
+
+    out_dir = Path(out_dir)
+    tmp = out_dir.parent / f".{out_dir.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    folders = []
+    for view, label in views.items():
+        target = tmp / label if label else tmp
+        target.mkdir(parents=True, exist_ok=True)
+        for src in sorted(Path(view).iterdir()):
+            if src.suffix in (".png", ".csv"):
+                shutil.copy2(src, target / src.name)
+        write_parameters_table(parameters[label], target / PARAMETERS_CSV)
+        folders.append(out_dir / label if label else out_dir)
+    if key is not None:
+        seal(tmp, out_dir, key)
+    publish(tmp, out_dir, existing="replace")
+    return folders
