@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-from .cache import STAGE_FOLDER, SUFFIX, check_entry, entries_dir, is_done, listing, names_in, set_aside, write_job_record
+from .entries import STAGE_FOLDER, SUFFIX, check_entry, entries_dir, is_done, listing, names_in, set_aside, write_job_record
 from .config import SWEEPABLE, Run, flat_run_parameters, normalise, plan_runs, resolve_fixes, resolved_label_source
 from .datasets import Dataset, get_dataset
 from .datasets.base import scan_images
@@ -388,7 +388,7 @@ def _plan_jobs(plan: Plan, keys: dict[str, dict[str, str]]) -> None:
 def _entry_done(plan: Plan, names: set[str], stage: str, h: str, previous: str | None, image_id: str,
                 key: str) -> bool:
     """Whether an image needs no work at a stage: a skip record (``on_error: skip``), or an entry that
-    passes :func:`pnp_ovss.cache.check_entry` (a damaged one is set aside, so the job recomputes it)."""
+    passes :func:`pnp_ovss.entries.check_entry` (a damaged one is set aside, so the job recomputes it)."""
     on_error = plan.cfg["on_error"]
     entry = f"{key}{SUFFIX[stage]}"
     if entry not in names:
@@ -459,7 +459,7 @@ def check_views(plan: Plan, keys: dict[str, str], paths: dict[str, Path], remove
     folders of this config whose files were edited or deleted, which are removed here (they are copies: the
     cached maps are untouched) so that their rule rebuilds them; ``remove=False`` (a parse that only looks:
     ``snakemake -n``) removes nothing. Returns (the repairs, notes naming each)."""
-    from .cache import check_view, seal_path
+    from .entries import check_view, seal_path
 
     repairs, notes = [], []
     for name, path in paths.items():

@@ -8,7 +8,7 @@ from pnp_ovss.config import normalise
 from pnp_ovss.datasets import get_dataset
 from pnp_ovss.datasets.folder import demo_root
 from pnp_ovss.demo import write_demo
-from pnp_ovss.cache import entry_path, write_sealed_bytes
+from pnp_ovss.entries import entry_path, write_sealed_bytes
 from pnp_ovss.stages.evaluate import run_evaluate_job, save_shard, write_tables
 from pnp_ovss.io import label_png_bytes
 from pnp_ovss.protocols import get_protocol

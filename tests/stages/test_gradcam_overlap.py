@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from support.fakes import CLASS_LISTS, FakeDataset, write_images
-from pnp_ovss.cache import entry_path, write_labels_entry
+from pnp_ovss.entries import entry_path, write_labels_entry
 from pnp_ovss.stages.gradcam import pipelined, run_gradcam_job
 from pnp_ovss.stages.job import ShardWork
 from pnp_ovss.store import open_store, read_image_maps

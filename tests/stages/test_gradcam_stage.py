@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from support.fakes import CLASS_LISTS, FakeDataset, write_images
-from pnp_ovss import cache
-from pnp_ovss.cache import entry_path, write_labels_entry
+from pnp_ovss import entries
+from pnp_ovss.entries import entry_path, write_labels_entry
 from pnp_ovss.config import short_hash
 from pnp_ovss.ordering import batches_of
 from pnp_ovss.stages import gradcam as gradcam_stage
@@ -103,15 +103,15 @@ def stored_ids(stage_dir: Path, ids) -> set[str]:
 
 
 def crash_when_writing(monkeypatch, image_id):
-    real = cache.write_gradcam_entry
+    real = entries.write_gradcam_entry
 
     def write(stage_dir, key, item, *args, **kw):
         if item.image_id == image_id:
             raise RuntimeError("simulated crash")
         return real(stage_dir, key, item, *args, **kw)
 
-    monkeypatch.setattr(cache, "write_gradcam_entry", write)
-    return lambda: monkeypatch.setattr(cache, "write_gradcam_entry", real)
+    monkeypatch.setattr(entries, "write_gradcam_entry", write)
+    return lambda: monkeypatch.setattr(entries, "write_gradcam_entry", real)
 
 
 def test_entries_contents_and_rerun(tmp_path, tiny_model):

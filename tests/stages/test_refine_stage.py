@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from support.fakes import FakeDataset, quadrant_image, quadrant_maps, write_fixture
-from pnp_ovss.cache import entry_path, write_sealed_bytes
+from pnp_ovss.entries import entry_path, write_sealed_bytes
 from pnp_ovss.errors import DatasetError
 from pnp_ovss.io import default_palette, label_png_bytes
 from pnp_ovss.refine import RELEASED_PARAMS, refine_image

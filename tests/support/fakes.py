@@ -105,7 +105,7 @@ def quadrant_maps(p: int = 21, d: int = 4) -> np.ndarray:
 def write_fixture(root: Path, images: dict, store_maps: dict, skipped: tuple[str, ...] = ()) -> Path:
     """Write images {id: rgb}, GradCAM entries {id: (maps, class_ids, orig_size)} (key = the image id) and
     GradCAM skip records for ``skipped``; returns the GradCAM stage folder."""
-    from pnp_ovss.cache import write_gradcam_entry, write_skip
+    from pnp_ovss.entries import write_gradcam_entry, write_skip
 
     for image_id, rgb in images.items():
         write_rgb(root / "images" / f"{image_id}.png", rgb)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pnp_ovss.cache import entry_path, write_labels_entry, write_skip
+from pnp_ovss.entries import entry_path, write_labels_entry, write_skip
 from pnp_ovss.datasets.folder import demo_root
 from pnp_ovss.identity import DigestCache, gradcam_keys, key_of
 from pnp_ovss.ordering import faithful_order

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pnp_ovss.cache import check_entry, check_view, seal, seal_path, set_aside, write_sealed_bytes
+from pnp_ovss.entries import check_entry, check_view, seal, seal_path, set_aside, write_sealed_bytes
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 

@@ -1,7 +1,7 @@
 """Rule report_figures: overlays, per-class IoU chart and run parameters (logic in pnp_ovss.report)."""
 from pathlib import Path
 
-from pnp_ovss.cache import remove_other_sets
+from pnp_ovss.entries import remove_other_sets
 from pnp_ovss.report import make_report_figures, write_parameters_table
 from pnp_ovss.stages.job import JobContext
 

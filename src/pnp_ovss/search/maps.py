@@ -58,7 +58,7 @@ def run_search_maps_job(dataset, image_ids: list[str], params: dict, work: Shard
     read as the GradCAM stage reads them (:func:`pnp_ovss.stages.gradcam.read_batch_inputs`: with
     ``on_error: skip`` an unreadable image gets a skip record). Logs ``computed <id>`` per image through the
     model; writes the job's record; returns the ids computed."""
-    from ..cache import write_gradcam_entry
+    from ..entries import write_gradcam_entry
     from ..stages.gradcam import image_labels, model_for, read_batch_inputs
     from ..stages.labels import read_label_entries
 

@@ -38,7 +38,7 @@ class SearchImage:
 
 def load_search_images(dataset, image_ids, keys, maps_dir, clip_size: int) -> tuple[list[SearchImage], list[int], list[int]]:
     """The stored maps of the images (those with at least one class) and the searched layers and heads."""
-    from ..cache import entry_path, read_skip
+    from ..entries import entry_path, read_skip
     from ..store import read_image_maps
 
     images, layers, heads = [], None, None

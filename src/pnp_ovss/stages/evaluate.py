@@ -32,7 +32,7 @@ def run_evaluate_job(
     """Confusion matrix of a shard job's images, read from the per-image label maps of ``upstream_dir`` (the
     refine stage folder: ``images/<key>.png``; an image skipped upstream is listed with its stage and
     reason). Evaluate keeps no per-image entries: the rule saves the result (:func:`save_shard`)."""
-    from ..cache import entry_path, read_skip, verified_digest
+    from ..entries import entry_path, read_skip, verified_digest
 
     masks, skipped, digests = {}, [], []
     for image_id in image_ids:
@@ -80,7 +80,7 @@ def evaluate_masks(
 
 def save_shard(path: Path, hist: np.ndarray, n_images: int, skipped: list[dict], made_from: str | None = None) -> None:
     """A shard's confusion matrix, sealed with the digests of the label maps it was made from."""
-    from ..cache import write_sealed_bytes
+    from ..entries import write_sealed_bytes
 
     import io
 

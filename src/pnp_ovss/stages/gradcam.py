@@ -252,7 +252,7 @@ def run_gradcam_job(
     stores written, in two threads while the model works (:func:`pipelined`); the results are the same.
     ``timings`` (a dict) receives the seconds of each side.
     """
-    from ..cache import verified_digest, write_gradcam_entry
+    from ..entries import verified_digest, write_gradcam_entry
     from .labels import read_label_entries
 
     log = work.logger(__name__)

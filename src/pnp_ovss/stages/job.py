@@ -110,13 +110,13 @@ class ShardWork:
 
     def entry(self, stage: str, image_id: str) -> Path:
         """An image's entry in the stage folder (``images/<key><suffix>``)."""
-        from ..cache import entry_path
+        from ..entries import entry_path
 
         return entry_path(self.stage_dir, stage, self.keys[image_id])
 
     def upstream_entry(self, stage: str, image_id: str) -> Path:
         """An image's entry in the upstream stage folder."""
-        from ..cache import entry_path
+        from ..entries import entry_path
 
         return entry_path(self.upstream_dir, stage, self.upstream_keys[image_id])
 
@@ -124,8 +124,8 @@ class ShardWork:
                 log: logging.Logger | None = None) -> list[str]:
         """The images without a result (or, with ``on_error: skip``, a skip record); with ``upstream_stage``
         also those whose result was made from another version of their upstream entry, which are set aside
-        (:func:`pnp_ovss.cache.outdated`)."""
-        from ..cache import is_done, listing, outdated
+        (:func:`pnp_ovss.entries.outdated`)."""
+        from ..entries import is_done, listing, outdated
 
         names = listing(self.stage_dir)
         return [i for i in image_ids if not is_done(names, stage, self.keys[i], on_error)
@@ -134,7 +134,7 @@ class ShardWork:
 
     def skip(self, image_id: str, stage: str, reason: str) -> None:
         """The skip record of an image (``<key>.skipped.json``: the stage that skipped it and why)."""
-        from ..cache import write_skip
+        from ..entries import write_skip
 
         write_skip(self.stage_dir, self.keys[image_id], image_id, stage, reason)
 
@@ -142,7 +142,7 @@ class ShardWork:
                log: logging.Logger, what: str | None = None) -> None:
         """Log the job's counts (computed, reused and, unless ``skipped`` is None, skipped; ``what``: how the
         line names the stage) and write its record."""
-        from ..cache import write_job_record
+        from ..entries import write_job_record
 
         what, reused = what or stage, len(image_ids) - len(computed) - len(skipped or [])
         if skipped is None:

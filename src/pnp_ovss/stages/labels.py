@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from ..errors import DatasetError, LabelError
-from ..cache import read_labels_entry, write_labels_entry
+from ..entries import read_labels_entry, write_labels_entry
 from ..labels.openai_live import LiveSettings, query_answers, structured_to_text
 from ..labels.parser import ParsedAnswer, answer_statistics
 from ..labels.sources import (

@@ -75,7 +75,7 @@ def run_refine_job(
     raises at the first failing image (naming it); "skip" records it and goes on. ``threads``: torch's
     intra-op threads (softmax, interpolation) — the rule's ``threads``, so that refine jobs side by side do
     not oversubscribe the cores (pydensecrf is single-threaded). Returns the ids refined."""
-    from ..cache import read_skip, verified_digest, write_sealed_bytes
+    from ..entries import read_skip, verified_digest, write_sealed_bytes
 
     if on_error not in ("fail", "skip"):
         raise ValueError(f"on_error is {on_error!r}; expected 'fail' or 'skip'")

@@ -3,7 +3,7 @@
 and the ``runs.csv`` ledger.
 
 A fixed path cannot say by its name which config it shows, so each view is sealed with a key of what it
-shows (:func:`pnp_ovss.cache.check_view`): the parse compares the seals with the current config and with
+shows (:func:`pnp_ovss.entries.check_view`): the parse compares the seals with the current config and with
 the views' files, and the ``views`` rule rebuilds exactly the views that are missing, were built for another
 configuration (a copied, moved or restored results folder; ``.snakemake/`` deleted) or were edited. The rule
 ends by writing a stamp named by the state it made (``<results>/<dataset>/.views/<key>``), which is what
@@ -16,7 +16,7 @@ import os
 import shutil
 from pathlib import Path
 
-from ..cache import check_view, seal
+from ..entries import check_view, seal
 from ..errors import DatasetError
 from ..io import atomic_write_bytes, atomic_write_text, publish, skipped_csv_text
 from ..layout import PARAMETERS_CSV, SKIPPED_CSV
@@ -91,7 +91,7 @@ def write_masks(image_ids: list[str], keys: dict[str, str], masks_dir: str | os.
     (copies, each checked against its seal first: a damaged one is never copied; editing or deleting a copy
     never touches the cache) and ``target/skipped.csv`` listing the others (the stage that skipped each and
     why). Returns the skipped rows."""
-    from ..cache import entry_path, read_skip, verified_digest
+    from ..entries import entry_path, read_skip, verified_digest
 
     target = Path(target)
     target.mkdir(parents=True, exist_ok=True)
@@ -116,7 +116,7 @@ def build_masks_view(
     """``view_dir/<image_id>.png`` for every image of the run and ``view_dir/skipped.csv`` (:func:`write_masks`),
     built beside, sealed and renamed into place. Other views of the same refine folder (earlier image sets)
     are removed: the maps themselves stay."""
-    from ..cache import remove_other_sets, seal
+    from ..entries import remove_other_sets, seal
 
     view_dir = Path(view_dir)
     tmp = view_dir.parent / f".{view_dir.name}.tmp"
@@ -135,8 +135,8 @@ def build_latest(views: dict[Path, str], parameters: dict[str, dict], out_dir: s
     for a single run, ``<out_dir>/<label>/<image>.png`` per run of a sweep (label = the swept values, e.g.
     ``threshold=0.1``); each folder also gets ``parameters.csv`` (the run's parameters) and the view's
     ``skipped.csv``. Files are copies (editing one never touches the cache). Built beside, sealed for
-    ``key`` (what the config shows, :func:`pnp_ovss.cache.check_view`) and renamed into place."""
-    from ..cache import seal
+    ``key`` (what the config shows, :func:`pnp_ovss.entries.check_view`) and renamed into place."""
+    from ..entries import seal
     from ..report import write_parameters_table
 
     out_dir = Path(out_dir)
