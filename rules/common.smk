@@ -73,6 +73,9 @@ for _note in PREFLIGHT.notes:
 for _warning in PREFLIGHT.warnings + plan_warnings(PLAN.cfg):
     logger.warning(f"pnp-ovss: {_warning}")
 OUT = PLAN.out
+#: the refine and evaluate stages' folders (results from before their renaming are read where they are in a dry run)
+REFINE_DIR = f"{OUT}/{PLAN.folders['refine']}"
+EVALUATE_DIR = f"{OUT}/{PLAN.folders['evaluate']}"
 HASH = "[0-9a-f]{10}"
 
 

@@ -1,5 +1,5 @@
-# Evaluate: a confusion matrix per shard job (eval/<hash>/shards/<job>.npz, named by the shard's images and
-# their masks), summed into miou.csv / per_class_iou.csv per run (eval/<hash>/set-<key>/), and one
+# Evaluate: a confusion matrix per shard job (evaluate/<hash>/shards/<job>.npz, named by the shard's images and
+# their masks), summed into miou.csv / per_class_iou.csv per run (evaluate/<hash>/set-<key>/), and one
 # dataset-level miou.csv with a row per run (sweep combination).
 
 
@@ -7,7 +7,7 @@ rule evaluate_shard:
     input:
         masks=lambda wc: PLAN.upstream_output(wc.eh, wc.job),
     output:
-        f"{OUT}/eval/{{eh}}/shards/{{job}}.npz",
+        f"{EVALUATE_DIR}/{{eh}}/shards/{{job}}.npz",
     log:
         f"{OUT}/logs/evaluate/{{eh}}/{{job}}.log",
     params:
@@ -27,13 +27,13 @@ rule evaluate:
         shards=lambda wc: PLAN.all_jobs(wc.eh),
     output:
         miou=report(
-            f"{OUT}/eval/{{eh}}/{{view}}/{MIOU_CSV}",
+            f"{EVALUATE_DIR}/{{eh}}/{{view}}/{MIOU_CSV}",
             caption="../workflow/report/miou.rst",
             category="mIoU",
             subcategory="run {eh}",
         ),
-        per_class=f"{OUT}/eval/{{eh}}/{{view}}/{PER_CLASS_CSV}",
-        skipped=f"{OUT}/eval/{{eh}}/{{view}}/{SKIPPED_CSV}",
+        per_class=f"{EVALUATE_DIR}/{{eh}}/{{view}}/{PER_CLASS_CSV}",
+        skipped=f"{EVALUATE_DIR}/{{eh}}/{{view}}/{SKIPPED_CSV}",
     log:
         f"{OUT}/logs/evaluate/{{eh}}/{{view}}.log",
     params:

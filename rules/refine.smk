@@ -1,13 +1,13 @@
 # Refine: threshold, upsample, background channel, blur, DenseCRF -> palette PNG label maps (CPU), one per
-# image under masks/<hash>/images/<key>.png (written atomically); a job refines the images of its shard that
-# have no map yet. masks/<hash>/set-<key>/ holds the run's masks by image name (hard links).
+# image under refine/<hash>/images/<key>.png (written atomically); a job refines the images of its shard that
+# have no map yet. refine/<hash>/set-<key>/ holds the run's masks by image name (copies).
 
 
 rule refine:
     input:
         gradcam=lambda wc: PLAN.upstream_output(wc.rh, wc.job),
     output:
-        f"{OUT}/masks/{{rh}}/jobs/{{job}}.json",
+        f"{REFINE_DIR}/{{rh}}/jobs/{{job}}.json",
     log:
         f"{OUT}/logs/refine/{{rh}}/{{job}}.log",
     benchmark:
@@ -30,7 +30,7 @@ rule masks:
     input:
         lambda wc: PLAN.all_jobs(wc.rh),
     output:
-        directory(f"{OUT}/masks/{{rh}}/{{view}}"),
+        directory(f"{REFINE_DIR}/{{rh}}/{{view}}"),
     log:
         f"{OUT}/logs/refine/{{rh}}/{{view}}.log",
     params:

@@ -19,7 +19,7 @@ _REPORT_OUTPUTS = {
     ),
 }
 if PLAN.evaluates:  # with ground truth: the per-class IoU chart of the run's evaluation
-    _REPORT_INPUTS["per_class"] = f"{OUT}/eval/{{eh}}/{{view}}/{PER_CLASS_CSV}"
+    _REPORT_INPUTS["per_class"] = f"{EVALUATE_DIR}/{{eh}}/{{view}}/{PER_CLASS_CSV}"
     _REPORT_OUTPUTS["chart"] = report(
         f"{OUT}/report/{{eh}}/{{view}}/{CHART_PNG}",
         caption="../workflow/report/per_class_iou.rst",

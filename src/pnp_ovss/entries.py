@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .identity import key_of, sha256_of_file
 from .io import atomic_write_bytes, atomic_write_json, publish, read_json
-from .layout import STAGE_FOLDER  # noqa: F401 (stage -> its folder under results/<dataset>/; the rules' contract)
+
 
 IMAGES = "images"
 SUFFIX = {"labels": ".json", "gradcam": ".zarr", "refine": ".png", "search": ".zarr"}

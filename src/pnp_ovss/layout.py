@@ -5,7 +5,7 @@ from __future__ import annotations
 
 #: per stage folder and per run: the images left out with the reason
 SKIPPED_CSV = "skipped.csv"
-#: per run (eval/<eh>/set-<key>/) and per dataset (one row per run)
+#: per run (evaluate/<eh>/set-<key>/) and per dataset (one row per run)
 MIOU_CSV = "miou.csv"
 PER_CLASS_CSV = "per_class_iou.csv"
 #: the append-only ledger of every run evaluated, beside the dataset's miou.csv
@@ -20,7 +20,10 @@ VIEWS_DIR = ".views"  # results/<dataset>/.views/<state>: the stamp of the views
 #: results/last-run.yaml: the config of the last successful run (for `snakemake --report`)
 LAST_RUN_YAML = "last-run.yaml"
 #: the folder of each stage under results/<dataset>/
-STAGE_FOLDER = {"labels": "labels", "gradcam": "gradcam", "refine": "masks", "evaluate": "eval", "search": "search"}
+STAGE_FOLDER = {"labels": "labels", "gradcam": "gradcam", "refine": "refine", "evaluate": "evaluate", "search": "search"}
+#: the folders of results written before the folders took their stages' names: moved once to the new name by
+#: the first run that writes (a dry run reads them where they are)
+LEGACY_STAGE_FOLDER = {"refine": "masks", "evaluate": "eval"}
 #: the search's outputs (search/<maps hash>/<scoring hash>/)
 REWARDS_CSV = "rewards.csv"
 BEST_YAML = "best.yaml"

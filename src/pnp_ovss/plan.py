@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-from .entries import STAGE_FOLDER, SUFFIX, check_entry, entries_dir, is_done, listing, names_in, set_aside, write_job_record
+from .layout import LEGACY_STAGE_FOLDER, STAGE_FOLDER
+from .entries import SUFFIX, check_entry, entries_dir, is_done, listing, names_in, set_aside, write_job_record
 from .config import SWEEPABLE, Run, flat_run_parameters, normalise, plan_runs, resolve_fixes, resolved_label_source
 from .datasets import Dataset, get_dataset
 from .datasets.base import scan_images
@@ -80,6 +81,8 @@ class Plan:
     #: cannot be removed, so the rules ask for the job under another record name (:data:`STALE_SUFFIX`), which
     #: is missing, and the dry run lists the job that a real run will run
     looks_only: bool = False
+    #: stage -> its folder under ``out`` (:func:`stage_folders`; the rules spell paths with these)
+    folders: dict[str, str] = field(default_factory=lambda: dict(STAGE_FOLDER))
 
     @property
     def evaluates(self) -> bool:
@@ -101,7 +104,7 @@ class Plan:
 
     # --- jobs --------------------------------------------------------------------------------------
     def stage_dir(self, stage: str, stage_hash: str) -> str:
-        return f"{self.out}/{STAGE_FOLDER[stage]}/{stage_hash}"
+        return f"{self.out}/{self.folders[stage]}/{stage_hash}"
 
     def job(self, stage_hash: str, name: str) -> StageJob:
         try:
@@ -195,11 +198,11 @@ class Plan:
         return {i: k for job in self.stage_jobs[stage_hash] for i, k in job.keys.items()}
 
     def masks_view(self, refine_hash: str) -> str:
-        """A run's masks by image name: ``masks/<hash>/set-<key>/`` (rule masks)."""
+        """A run's masks by image name: ``refine/<hash>/set-<key>/`` (rule masks)."""
         return f"{self.stage_dir('refine', refine_hash)}/{self.views[refine_hash]}"
 
     def eval_dir(self, evaluate_hash: str) -> str:
-        """A run's evaluation tables: ``eval/<hash>/set-<key>/`` (rule evaluate)."""
+        """A run's evaluation tables: ``evaluate/<hash>/set-<key>/`` (rule evaluate)."""
         return f"{self.stage_dir('evaluate', evaluate_hash)}/{self.eval_sets[evaluate_hash]}"
 
     def report_dir(self, evaluate_hash: str) -> str:
@@ -529,14 +532,34 @@ def plan_summary(plan: Plan) -> str:
     )
 
 
+def stage_folders(out: str | Path, move: bool) -> tuple[dict[str, str], list[str]]:
+    """Each stage's folder under ``out`` and what was said about it. A results folder from before the folders
+    took their stages' names (``masks/``, ``eval/``: :data:`pnp_ovss.layout.LEGACY_STAGE_FOLDER`) is renamed
+    once when ``move`` (a run that writes); otherwise (a dry run) it is read where it is."""
+    folders, notes = dict(STAGE_FOLDER), []
+    for stage, legacy in LEGACY_STAGE_FOLDER.items():
+        old, new = Path(out) / legacy, Path(out) / STAGE_FOLDER[stage]
+        if not old.is_dir() or new.exists():
+            continue
+        if move:
+            old.rename(new)
+            notes.append(f"{old} renamed {new.name}/ (the {stage} stage's folder has the stage's name now)")
+        else:
+            folders[stage] = legacy
+            notes.append(f"{old} will be renamed {new.name}/ by the next run (the {stage} stage's folder name)")
+    return folders, notes
+
+
 def plan_for(cfg: dict, dataset: Dataset, ids: list[str], out: str | Path, tags: dict[str, str | None],
-             digests: DigestCache, repair: bool = True, looks_only: bool = False) -> Plan:
+             digests: DigestCache, repair: bool = True, looks_only: bool = False,
+             folders: dict[str, str] | None = None) -> Plan:
     """The plan of a normalised config over ``ids`` (in this order) with its stage folders under ``out``: shards,
     runs, each image's key at each stage (``tags``: what the image reader does beyond the released reading) and
     the jobs. What :func:`make_plan` and ``pnp-ovss segment`` share."""
     shards = {shard_name(i): s for i, s in enumerate(make_shards(ids, effective_shard_size(cfg)))}
     runs, table = plan_runs(cfg)
-    plan = Plan(cfg, dataset, ids, shards, runs, table, str(out), repair=repair, looks_only=looks_only)
+    plan = Plan(cfg, dataset, ids, shards, runs, table, str(out), repair=repair, looks_only=looks_only,
+                folders=dict(folders or STAGE_FOLDER))
     _plan_jobs(plan, _stage_keys(plan, digests, tags))
     return plan
 
@@ -550,13 +573,14 @@ def make_plan(raw_config: dict, repair: bool = True, write_memos: bool = True, l
     dataset = get_dataset(cfg)
     ids = ordered_ids(cfg, dataset)
     out = str(Path(cfg["results"]) / cfg["dataset"])
+    folders, folder_notes = stage_folders(out, move=repair)
     headers = HeaderCache(Path(out) / HEADER_CACHE_NAME)
     scan = scan_images(dataset, ids, headers)
     if write_memos:
         headers.save()
     digests = DigestCache(Path(out) / DIGEST_CACHE_NAME)
-    plan = plan_for(cfg, dataset, ids, out, scan.tags, digests, repair=repair, looks_only=looks_only)
-    plan.notes = scan.notes
+    plan = plan_for(cfg, dataset, ids, out, scan.tags, digests, repair=repair, looks_only=looks_only, folders=folders)
+    plan.notes = folder_notes + scan.notes + plan.notes  # the plan's own: entries set aside
     if write_memos:
         digests.save()
     _plan_search(plan)

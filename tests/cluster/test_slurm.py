@@ -297,7 +297,7 @@ def test_demo_workflow_through_slurm_profile(cluster, repo_copy, tmp_path):
     for path in mious:
         rel = path.relative_to(repo_copy)
         assert path.read_text() == (local / rel).read_text(), explain(f"{rel} differs from the local run")
-    per_class = sorted(results.glob("*/eval/*/set-*/per_class_iou.csv"))
+    per_class = sorted(results.glob("*/evaluate/*/set-*/per_class_iou.csv"))
     assert per_class, explain("no per_class_iou.csv")
     for path in per_class:
         rel = path.relative_to(repo_copy)

@@ -49,8 +49,8 @@ def folder_args(data: Path, model: Path) -> tuple:
 
 
 def run_masks(out: Path) -> dict[str, Path]:
-    """The masks of the current run, by image name (masks/<hash>/set-<key>/<id>.png)."""
-    views = list(out.glob("masks/*/set-*"))
+    """The masks of the current run, by image name (refine/<hash>/set-<key>/<id>.png)."""
+    views = list(out.glob("refine/*/set-*"))
     assert len(views) == 1, views  # earlier image sets' folders are gone
     return {p.stem: p for p in views[0].glob("*.png")}
 

@@ -114,7 +114,7 @@ def test_deleting_one_entry_of_each_stage_recomputes_exactly_that_image_and_what
     out_dir = wf / "results" / "demo"
     before = {"latest": snapshot(out_dir / "latest"), "miou": (out_dir / "miou.csv").read_bytes()}
     labels, stores, masks = stage_entries(wf, "labels", ".json"), stage_entries(wf, "gradcam", ".zarr"), \
-        stage_entries(wf, "masks", ".png")
+        stage_entries(wf, "refine", ".png")
     labels[0].unlink()
     shutil.rmtree(stores[1])
     masks[2].unlink()
@@ -134,7 +134,7 @@ def test_deleting_one_entry_of_each_stage_recomputes_exactly_that_image_and_what
     _, out = run(wf, *args, dry=True)
     assert "Nothing to be done" in out and to_compute(out) == {"labels": 0, "gradcam": 0, "refine": 0}
     # the evaluation entry (a shard's confusion matrix): only it and the tables it feeds
-    next((out_dir / "eval").glob("*/shards/*.npz")).unlink()
+    next((out_dir / "evaluate").glob("*/shards/*.npz")).unlink()
     _, out = run(wf, *args, dry=True)
     jobs = planned_jobs(out)
     assert jobs.get("evaluate_shard") == 1 and not {"labels", "gradcam", "refine"} & set(jobs)
@@ -146,7 +146,7 @@ def test_a_damaged_mask_or_store_is_set_aside_named_and_recomputed_never_copied_
     wf, args = demo
     out_dir = wf / "results" / "demo"
     latest = snapshot(out_dir / "latest")
-    mask = stage_entries(wf, "masks", ".png")[0]
+    mask = stage_entries(wf, "refine", ".png")[0]
     mask.write_bytes(b"garbage, not a PNG")
     store = stage_entries(wf, "gradcam", ".zarr")[3]
     chunk = next(p for p in sorted(store.rglob("*")) if p.is_file() and "/maps/c/" in p.as_posix())
@@ -166,10 +166,10 @@ def test_views_edited_or_deleted_by_hand_are_rebuilt_and_the_cache_is_untouched(
     latest = snapshot(out_dir / "latest")
     edited = sorted((out_dir / "latest").glob("*.png"))[0]
     edited.write_bytes(b"painted over in an image editor")
-    view = next((out_dir / "masks").glob("*/set-*"))
+    view = next((out_dir / "refine").glob("*/set-*"))
     removed = sorted(view.glob("*.png"))[1]
     removed.unlink()
-    assert all(check_entry("refine", p)[0] is None for p in stage_entries(wf, "masks", ".png"))  # copies, not links
+    assert all(check_entry("refine", p)[0] is None for p in stage_entries(wf, "refine", ".png"))  # copies, not links
     _, out = run(wf, *args)
     assert "results/demo/latest is rebuilt: " in out and f"{view.relative_to(wf)} is rebuilt" in out
     assert snapshot(out_dir / "latest") == latest and removed.is_file()
@@ -200,3 +200,25 @@ def test_a_copied_results_folder_without_snakemake_metadata_shows_the_config_ask
     assert "threshold: 0.3" not in (copy / "last-run.yaml").read_text()
     # and back in the original folder, B's views are still B's until A is asked for
     assert (a / "demo" / "miou.csv").read_bytes() != fresh_a["miou"]
+
+
+def test_results_from_before_the_folder_renaming_are_found_and_moved_once(demo):
+    """masks/ and eval/ (the refine and evaluate folders' old names): a dry run reads them where they are and
+    plans no stage work, writing nothing; the next run renames them and recomputes nothing."""
+    wf, args = demo
+    out_dir = wf / "results" / "demo"
+    run(wf, *args)  # the views of this config (an earlier test may have left another's)
+    before = {"latest": snapshot(out_dir / "latest"), "miou": (out_dir / "miou.csv").read_bytes()}
+    (out_dir / "refine").rename(out_dir / "masks")
+    (out_dir / "evaluate").rename(out_dir / "eval")
+    listing = sorted(str(p.relative_to(out_dir)) for p in out_dir.rglob("*"))
+    _, out = run(wf, *args, dry=True)
+    assert "will be renamed refine/ by the next run" in out and "will be renamed evaluate/ by the next run" in out
+    assert to_compute(out) == {"labels": 0, "gradcam": 0, "refine": 0}
+    assert not {"labels", "gradcam", "refine", "evaluate_shard"} & set(planned_jobs(out))
+    assert sorted(str(p.relative_to(out_dir)) for p in out_dir.rglob("*")) == listing
+    _, out = run(wf, *args)
+    assert "renamed refine/ (the refine stage's folder" in out
+    assert not (out_dir / "masks").exists() and not (out_dir / "eval").exists()
+    assert not {"labels", "gradcam", "refine", "evaluate_shard"} & set(planned_jobs(out))
+    assert snapshot(out_dir / "latest") == before["latest"] and (out_dir / "miou.csv").read_bytes() == before["miou"]

@@ -35,7 +35,7 @@ def test_demo_with_bridgetower_end_to_end(bt_demo):
     assert row["gradcam.backend"] == "bridgetower" and row["n_images"] == 6 and 0 <= row["mIoU"] <= 100
     assert (row["gradcam.layer"], row["gradcam.head"], row["refine.threshold"]) == (4, 0, 0.15)
     assert row["gradcam.exclude_sep_rows"] and row["gradcam.mean_last_class"]  # the clean rules, mode faithful
-    masks = list((out / "masks").glob("*/set-*/*.png"))
+    masks = list((out / "refine").glob("*/set-*/*.png"))
     assert sorted(p.stem for p in masks) == sorted(p.stem for p in (demo_root() / "images").iterdir())
     import zarr
 
@@ -63,7 +63,7 @@ def test_fabricated_voc_with_bridgetower(repo_copy, mini_tree, tiny_bridgetower)
     row = pd.read_csv(out / "miou.csv").iloc[0]
     assert row["n_images"] == len(ids["voc"]) and row["gradcam.backend"] == "bridgetower"
     labels = {e["image_id"]: e for e in (json.loads(p.read_text()) for p in out.glob("labels/*/images/*.json"))}
-    masks = list(out.glob("masks/*/set-*/*.png"))
+    masks = list(out.glob("refine/*/set-*/*.png"))
     assert len(masks) == len(ids["voc"])
     for m in masks:
         assert set(np.unique(np.asarray(Image.open(m)))) <= {0, *labels[m.stem]["selected"]}

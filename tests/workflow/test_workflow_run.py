@@ -44,16 +44,16 @@ def test_demo_end_to_end_writes_masks_tables_and_report_figures(demo_run):
     row = table.iloc[0]
     assert row["dataset"] == "demo" and row["n_images"] == 6 and row["n_skipped"] == 0
     assert 0 <= row["mIoU"] <= 100 and row["labels.source"] == "ground_truth" and row["refine.threshold"] == 0.15
-    masks = list((out / "masks").glob("*/set-*/*.png"))
+    masks = list((out / "refine").glob("*/set-*/*.png"))
     assert sorted(p.stem for p in masks) == sorted(p.stem for p in (demo_root() / "images").iterdir())
     with Image.open(masks[0]) as im:
         assert im.mode == "P" and im.size == (320, 240)
-    per_class = pd.read_csv(next(out.glob("eval/*/set-*/per_class_iou.csv")))
+    per_class = pd.read_csv(next(out.glob("evaluate/*/set-*/per_class_iou.csv")))
     assert per_class["scored"].sum() == 6
     report = next(out.glob("report/*/set-*"))
     assert (report / "per_class_iou.png").is_file() and len(list((report / "overlays").glob("*.png"))) == 6
     # every stage folder records its parameters
-    for stage in ("labels", "gradcam", "masks", "eval"):
+    for stage in ("labels", "gradcam", "refine", "evaluate"):
         assert len(list((out / stage).glob("*/params.yaml"))) == 1
 
 
@@ -203,7 +203,7 @@ def test_killed_job_resumes_to_the_same_tables_without_recomputing(repo_copy, tm
     if stage == "gradcam":
         kept = len(list(results.glob("gradcam/*/images/*.zarr")))
     else:
-        kept = len(list(results.glob("masks/*/images/*.png")))
+        kept = len(list(results.glob("refine/*/images/*.png")))
     assert kept >= 2
     smk(repo_copy, *args)
     _compare(pd.read_csv(results / "miou.csv"), reference)
@@ -261,7 +261,7 @@ def test_unreadable_image_is_skipped_and_counted(repo_copy, tmp_path, tiny_model
     assert "folder/latest/skipped.csv" in skipping.stdout + skipping.stderr
     row = pd.read_csv(repo_copy / "results" / "folder" / "miou.csv").iloc[0]
     assert row["n_skipped"] == 1 and row["n_images"] == 11
-    skipped = pd.read_csv(next((repo_copy / "results" / "folder").glob("eval/*/set-*/skipped.csv")))
+    skipped = pd.read_csv(next((repo_copy / "results" / "folder").glob("evaluate/*/set-*/skipped.csv")))
     assert skipped["image_id"].tolist() == ["lake0"]
 
 
@@ -306,7 +306,7 @@ def test_benchmark_runs_end_to_end_from_the_authors_answers(repo_copy, mini_tree
     for image_id, entry in labels.items():
         key = f"{int(image_id):012d}" if dataset.startswith("coco") else image_id
         assert entry["selected"] == parse_answer(raw[key], dataset, vocab, "faithful").selected
-    masks = list(out.glob("masks/*/set-*/*.png"))
+    masks = list(out.glob("refine/*/set-*/*.png"))
     assert len(masks) == len(ids[dataset])
     for m in masks:  # every predicted id is background or one of the image's selected classes
         assert set(np.unique(np.asarray(Image.open(m)))) <= {0, *labels[m.stem]["selected"]}
