@@ -20,18 +20,6 @@ from ..gradcam import backend_gradcam_batch, gradcam_map
 from . import BackendFacts, Defaults
 
 
-@contextlib.contextmanager
-def all_parameters_require_grad(model):
-    """Every parameter requires a gradient inside the block (the straightforward paths' cost structure)."""
-    before = [p.requires_grad for p in model.parameters()]
-    model.requires_grad_(True)
-    try:
-        yield
-    finally:
-        for p, r in zip(model.parameters(), before):
-            p.requires_grad_(r)
-
-
 class Backend(ABC):
     """One vision-language model family. Instances are stateless; the loaded model and tokenizer travel in
     a :class:`LoadedModel`."""
@@ -114,31 +102,6 @@ class Backend(ABC):
         grid = pixel_values.shape[-1] // self.patch_size(model)
         pairs = self.probs_and_grads(model, pixel_values, tokens, layers, autocast)
         return {layer: gradcam_map(p.detach(), g, tokens.attention_mask, grid) for layer, (p, g) in zip(layers, pairs)}
-
-    def reference_token_maps(self, model, pixel_values: torch.Tensor, tokens, layer: int, head: int) -> torch.Tensor:
-        """The same maps the straightforward way: the model's own forward and backward with every parameter
-        requiring a gradient, every layer's cross-attention probabilities kept (``retain_grad``) and every
-        layer's maps formed; then ``layer``/``head``, cut to the batch's real longest caption. What the fast
-        path is tested against."""
-        grid = pixel_values.shape[-1] // self.patch_size(model)
-        saved = []
-
-        def keep(_module, _inputs, output):
-            probs = output[1]
-            probs.retain_grad()
-            saved.append(probs)
-
-        handles = [m.register_forward_hook(keep) for m in self.cross_attention_modules(model)]
-        try:
-            with all_parameters_require_grad(model), torch.enable_grad():
-                model.zero_grad(set_to_none=True)
-                self.match_logits(model, pixel_values, tokens)[:, 1].sum().backward()
-                every_layer = [gradcam_map(p.detach(), p.grad, tokens.attention_mask, grid) for p in saved]
-                model.zero_grad(set_to_none=True)
-        finally:
-            for h in handles:
-                h.remove()
-        return every_layer[layer - 1][:, head, : tokens.longest - 1]
 
     @abstractmethod
     def write_tiny(self, directory: str | Path, seed: int = 0) -> Path:

@@ -353,29 +353,11 @@ def tiny_config(vocab_size: int, bos_token_id: int):
     a 2-block ViT trained at 384 px (24×24 grid → interpolated at 336) and the Hub's vision eps 1e-5."""
     from transformers import BlipConfig
 
-    text = dict(
-        vocab_size=vocab_size,
-        hidden_size=48,
-        intermediate_size=96,
-        num_hidden_layers=12,
-        num_attention_heads=12,
-        max_position_embeddings=512,
-        pad_token_id=0,
-        sep_token_id=102,
-        bos_token_id=bos_token_id,
-        initializer_range=0.2,
-        layer_norm_eps=1e-12,
-    )
-    vision = dict(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        image_size=384,
-        patch_size=16,
-        initializer_range=0.2,
-        layer_norm_eps=1e-5,
-    )
+    text = dict(vocab_size=vocab_size, hidden_size=48, intermediate_size=96, num_hidden_layers=12,
+                num_attention_heads=12, max_position_embeddings=512, pad_token_id=0, sep_token_id=102,
+                bos_token_id=bos_token_id, initializer_range=0.2, layer_norm_eps=1e-12)
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=384,
+                  patch_size=16, initializer_range=0.2, layer_norm_eps=1e-5)
     return BlipConfig(text_config=text, vision_config=vision, image_text_hidden_size=16, projection_dim=16)
 
 
