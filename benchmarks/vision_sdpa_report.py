@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -32,7 +33,7 @@ from pnp_ovss.backends import get_backend  # noqa: E402
 from pnp_ovss.datasets import get_dataset  # noqa: E402
 from pnp_ovss.backends.blip import gradcam_batch  # noqa: E402
 from pnp_ovss.gradcam import preprocess_image, uses_released_ade_input  # noqa: E402
-from pnp_ovss.io import open_rgb  # noqa: E402
+from pnp_ovss.io import read_image  # noqa: E402
 from pnp_ovss.backends.loading import resolve_device  # noqa: E402
 
 PARAMS = dict(layer=8, head=9, drop_iter=4, drop_patches=10, exclude_sep_rows=False, mean_last_class=False,
@@ -48,7 +49,7 @@ def dataset_inputs(name: str, data_root: Path | None, size: int, limit: int):
         classes = [ds.vocabulary.name(i) for i in ds.gt_class_ids(image_id)][:6]
         if not classes:
             continue
-        pixels.append(preprocess_image(open_rgb(ds.image_path(image_id)), size, released_ade))
+        pixels.append(preprocess_image(Image.fromarray(read_image(ds.image_path(image_id))), size, released_ade))
         names.append(classes)
     return pixels, names
 

@@ -265,16 +265,6 @@ def read_image(path: str | os.PathLike, reading: ImageReading = STORED) -> np.nd
     return rgb
 
 
-def read_rgb(path: str | os.PathLike, reading: ImageReading = STORED) -> np.ndarray:
-    """uint8 RGB [H, W, 3] of an image file (:func:`read_image`)."""
-    return read_image(path, reading)
-
-
-def open_rgb(path: str | os.PathLike, reading: ImageReading = STORED) -> Image.Image:
-    """An image file as a PIL RGB image, read by :func:`read_image`."""
-    return Image.fromarray(read_image(path, reading))
-
-
 def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """A label map resized to (H, W) by nearest neighbour (a capped image's mask back to the photo's size)."""
     if tuple(labels.shape[:2]) == tuple(size):

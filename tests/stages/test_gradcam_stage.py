@@ -150,14 +150,16 @@ def test_entries_contents_and_rerun(tmp_path, tiny_model):
 def test_stage_results_equal_gradcam_batch_in_the_given_batches(tmp_path, tiny_blip, tiny_model):
     from pnp_ovss.backends.blip import gradcam_batch
     from pnp_ovss.gradcam import preprocess_image
-    from pnp_ovss.io import open_rgb
+    from PIL import Image
+
+    from pnp_ovss.io import read_image
     import torch
 
     ds, ids, labels = make_shard(tmp_path, 3)
     params = stage_params(tiny_model, batch_size=3)
     run_logged(ds, ids, params, labels, tmp_path / "out", device="cpu")
     model, tok = tiny_blip
-    x = torch.stack([preprocess_image(open_rgb(ds.image_path(i)), 160) for i in ids])
+    x = torch.stack([preprocess_image(Image.fromarray(read_image(ds.image_path(i))), 160) for i in ids])
     want = gradcam_batch(model, tok, x, [labels[i]["names"] for i in ids], params)
     for image_id, w in zip(ids, want):
         got = maps_of(tmp_path / "out", image_id)

@@ -155,13 +155,13 @@ def test_image_without_annotation_and_wrong_size(mini_tree, tmp_path):
 
 
 def test_truncated_image_is_named(tmp_path):
-    from pnp_ovss.io import read_rgb
+    from pnp_ovss.io import read_image
 
     p = tmp_path / "broken.jpg"
     Image.fromarray(np.zeros((50, 50, 3), np.uint8)).save(p)
     p.write_bytes(p.read_bytes()[:100])
     with pytest.raises(DatasetError, match="broken.jpg: unreadable or truncated"):
-        read_rgb(p)
+        read_image(p)
 
 
 def test_folder_dataset_checks_label_values(tmp_path):

@@ -124,7 +124,7 @@ def test_pipeline_masks_are_the_refine_output_of_each_class(tmp_path):
 
     from pnp_ovss.datasets.folder import Demo
     from pnp_ovss.refine import refine_image
-    from pnp_ovss.io import read_rgb
+    from pnp_ovss.io import read_image
     from pnp_ovss.search.run import SearchImage, pipeline_masks
 
     demo = Demo()
@@ -136,7 +136,7 @@ def test_pipeline_masks_are_the_refine_output_of_each_class(tmp_path):
                   bilateral_sxy=50, bilateral_srgb=5, bilateral_compat=10, single_count_first_iteration=True,
                   lookup_relabel=True, nan_guard=True, always_background=False)
     masks = pipeline_masks(demo, image, maps[0, 0], 0.3, refine, S)
-    labels = refine_image(maps[0, 0][:, None], read_rgb(demo.crf_image_path(image_id)), [1, 3],
+    labels = refine_image(maps[0, 0][:, None], read_image(demo.crf_image_path(image_id)), [1, 3],
                           {**refine, "threshold": 0.3}, demo.background_rule)
     small = np.asarray(Image.fromarray(labels).resize((S, S), Image.NEAREST))
     assert masks.shape == (2, S, S) and masks.dtype == bool
