@@ -42,6 +42,14 @@ def tiny_bridgetower(tmp_path_factory):
     return get_backend("bridgetower").write_tiny(tmp_path_factory.mktemp("tiny") / "bridgetower")
 
 
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory):
+    """A tiny random CLIP (the search's scorer), built once."""
+    from pnp_ovss.backends.clip import write_tiny_clip
+
+    return write_tiny_clip(tmp_path_factory.mktemp("tiny") / "clip")
+
+
 @pytest.fixture
 def repo_copy(tmp_path):
     """A copy of the workflow files (Snakefile, rules, workflow, config, envs, profiles) in a temp dir."""

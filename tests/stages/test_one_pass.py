@@ -48,14 +48,14 @@ def test_one_pass_checks_the_layers(blip):
         blip.backend.one_pass_token_maps(blip.model, torch.zeros(1, 3, 160, 160), tokens, [8, 13])
 
 
-def test_tiny_clip_scores_through_the_real_loading_path(tmp_path, monkeypatch):
+def test_tiny_clip_scores_through_the_real_loading_path(tmp_path, monkeypatch, tiny_clip):
     import numpy as np
 
     from pnp_ovss.errors import ModelError
-    from pnp_ovss.backends.clip import ClipScorer, write_tiny_clip
+    from pnp_ovss.backends.clip import ClipScorer
     from pnp_ovss.search.reward import prompts_for
 
-    scorer = ClipScorer(str(write_tiny_clip(tmp_path / "clip")), "cpu")
+    scorer = ClipScorer(str(tiny_clip), "cpu")
     images = np.random.default_rng(0).random((3, scorer.image_size, scorer.image_size, 3))
     logits = scorer.logits(images, prompts_for(["cat", "potted plant"], "a photo of a {}."))
     assert logits.shape == (3, 2) and np.isfinite(logits).all() and np.abs(logits).max() <= 100 + 1e-6

@@ -9,10 +9,8 @@ from PIL import Image
 from pnp_ovss.datasets.folder import demo_root
 
 
-def test_segment_writes_label_and_overlay_pngs(tmp_path):
-    from pnp_ovss.backends.blip import write_tiny_model
-
-    model = write_tiny_model(tmp_path / "tiny")
+def test_segment_writes_label_and_overlay_pngs(tmp_path, tiny_model):
+    model = tiny_model
     images = [demo_root() / "images" / "lake.png", demo_root() / "images" / "beach.png"]
     out = tmp_path / "out"
     proc = subprocess.run(

@@ -5,7 +5,6 @@ scoring a finished setting again; `--configfile best.yaml` runs the pipeline wit
 from __future__ import annotations
 
 import re
-import shutil
 
 import pandas as pd
 import pytest
@@ -19,22 +18,10 @@ pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 GRID = "search={clip_model: %s, images: 4, layers: [7, 8], heads: [8, 9], thresholds: [0.15, 0.35]}"
 
 
-@pytest.fixture(scope="session")
-def tiny_clip(tmp_path_factory):
-    from pnp_ovss.backends.clip import write_tiny_clip
-
-    return write_tiny_clip(tmp_path_factory.mktemp("tiny") / "clip")
-
-
 def workflow_copy(tmp_path_factory, name):
-    from support import ROOT
+    from support import copy_workflow
 
-    wf = tmp_path_factory.mktemp(name)
-    for item in ("Snakefile", "rules", "workflow", "config", "envs", "profiles"):
-        src = ROOT / item
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, wf / item)
-    (wf / "src").symlink_to(ROOT / "src")
-    return wf
+    return copy_workflow(tmp_path_factory.mktemp(name))
 
 
 def search_dir(wf):

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 from datetime import datetime
 
 import pytest
 
-from support import SNAKEMAKE, ROOT
+from support import copy_workflow, SNAKEMAKE
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
@@ -51,11 +50,7 @@ def overlapping(intervals, a: str, b: str) -> list[tuple]:
 def run_demo(tmp_path, tiny_model, threads: str, *, slow: bool = True):
     wf = tmp_path / "wf"
     if not wf.exists():
-        wf.mkdir()
-        for name in ("Snakefile", "rules", "workflow", "config", "envs", "profiles"):
-            src = ROOT / name
-            (shutil.copytree if src.is_dir() else shutil.copy)(src, wf / name)
-        (wf / "src").symlink_to(ROOT / "src")
+        copy_workflow(wf)
     env = {k: v for k, v in os.environ.items() if k != "PNP_OVSS_FAULT"}
     if slow:
         env["PNP_OVSS_FAULT"] = "gradcam:1:slow"
