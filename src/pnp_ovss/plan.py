@@ -134,10 +134,23 @@ class Plan:
         """Where a stage's job outputs are: records (``jobs/``), or per-shard confusion matrices (``shards/``)."""
         return f"{self.stage_dir(stage, stage_hash)}/{'shards' if stage == 'evaluate' else 'jobs'}"
 
-    def job_output(self, job: StageJob) -> str:
+    def record_path(self, job: StageJob) -> str:
+        """Where a job's record (or an evaluation job's confusion matrix) is on disk."""
         suffix = ".npz" if job.stage == "evaluate" else ".json"
-        stale = self.looks_only and job.stage != "evaluate" and job.needed and job.recorded
-        return f"{self.records_dir(job.stage, job.stage_hash)}/{job.name}{STALE_SUFFIX if stale else ''}{suffix}"
+        return f"{self.records_dir(job.stage, job.stage_hash)}/{job.name}{suffix}"
+
+    @staticmethod
+    def record_is_stale(job: StageJob) -> bool:
+        """The job's record says done while some of its images lack results (entries deleted or set aside)."""
+        return job.stage != "evaluate" and job.needed and job.recorded
+
+    def job_output(self, job: StageJob) -> str:
+        """The output the rules ask of a job: its record, or in a parse that writes nothing the missing
+        ``<record>.stale.json`` when its record is stale (so the dry run lists it)."""
+        path = self.record_path(job)
+        if self.looks_only and self.record_is_stale(job):
+            return path.removesuffix(".json") + STALE_SUFFIX + ".json"
+        return path
 
     def refine_mem_mb(self, stage_hash: str, name: str) -> int:
         """The memory a refine job asks for: its largest image by the fit of benchmarks/refine_memory.py
@@ -178,8 +191,7 @@ class Plan:
     def stale_records(self) -> list[str]:
         """Records that say a job is done while some of its images lack results (entries deleted or set
         aside): :func:`sync_job_records` removes them in a run that writes."""
-        return [f"{self.records_dir(j.stage, j.stage_hash)}/{j.name}.json" for j in self.jobs.values()
-                if j.stage != "evaluate" and j.needed and j.recorded]
+        return [self.record_path(j) for j in self.jobs.values() if self.record_is_stale(j)]
 
     # --- what the rules ask (rules/*.smk) ---------------------------------------------------------------
     def job_work(self, stage_hash: str, name: str) -> dict:
@@ -252,7 +264,7 @@ def _plan_search(plan: "Plan") -> None:
         name = job_name(shard, "search", mh, None, [(i, k[i]) for i in sub])
         missing = [i for i in sub if not _entry_done(plan, listed, "search", mh, None, i, k[i])]
         job = StageJob("search", mh, shard, name, sub, k, plan.stage_jobs[lh][index], missing)
-        job.recorded = Path(plan.job_output(job)).name in records
+        job.recorded = Path(plan.record_path(job)).name in records
         plan.jobs[(mh, name)] = job
         jobs.append(job)
     plan.stage_jobs[mh] = jobs
@@ -376,7 +388,7 @@ def _plan_jobs(plan: Plan, keys: dict[str, dict[str, str]]) -> None:
                     missing = [i for i in ids if not _entry_done(plan, listings[h], stage, h, previous, i, k[i])]
                 upstream = plan.stage_jobs[previous][len(jobs)] if previous else None
                 job = StageJob(stage, h, shard, name, list(ids), k, upstream, missing)
-                job.recorded = Path(plan.job_output(job)).name in records
+                job.recorded = Path(plan.record_path(job)).name in records
                 plan.jobs[(h, name)] = job
                 jobs.append(job)
             plan.stage_jobs[h] = jobs
@@ -492,7 +504,7 @@ def views_stamps(plan: Plan, keys: dict[str, str], repairs: list[str]) -> tuple[
     every job that has work (Snakemake does not run a job whose output is missing when everything
     downstream of it exists)."""
     settled = key_of("views", sorted(keys.items()))[:16]
-    todo = sorted(plan.job_output(j) for j in plan.pipeline_jobs() if j.needed)
+    todo = sorted(plan.record_path(j) for j in plan.pipeline_jobs() if j.needed)
     if not todo and not repairs:
         return settled, settled
     return key_of(settled, todo, repairs)[:16], settled
@@ -506,7 +518,7 @@ def sync_job_records(plan: Plan) -> tuple[int, int]:
     for job in plan.jobs.values():
         if job.stage == "evaluate":
             continue
-        path = Path(plan.job_output(job))
+        path = Path(plan.record_path(job))
         if job.needed and job.recorded:
             path.unlink(missing_ok=True)
             job.recorded = False
