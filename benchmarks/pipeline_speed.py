@@ -5,6 +5,7 @@ the model.
     python benchmarks/pipeline_speed.py --images 16 --batch-size 2               # CPU, a few minutes on 2 cores
     python benchmarks/pipeline_speed.py --images 200 --device cuda               # a GPU machine
     python benchmarks/pipeline_speed.py --images 200 --device cuda --autocast bf16
+    python benchmarks/pipeline_speed.py --simulate-gpu 0.02 --images 5000         # predicts a GPU run on a CPU machine
 
 Images are demo-like landscapes (pnp_ovss.demo) at ``--size`` in a ``folder`` dataset with the demo's classes;
 the model is BLIP-ITM-large's architecture with random weights (benchmarks/gradcam_speed.py), saved once to a
@@ -15,6 +16,18 @@ logs, /proc/stat and, on a GPU, nvidia-smi sampled every half second.
 Printed: per stage the jobs, job-seconds and images per job-second, peak RSS; the wall time; overlap = sum of
 job-seconds / wall time (1 = one job at a time); CPU utilisation of the cores given; GPU utilisation and peak
 GPU memory; per GradCAM job the read+preprocess and write seconds that ran beside the model.
+
+``--simulate-gpu S`` predicts the pipeline on a GPU machine from this one: the model jobs are sized for a GPU
+at S seconds per image (``model_jobs``: sized_for gpu, gpu_seconds_per_image S), load the full-size weights
+(the real set-up: process start, imports, weights), then stand in for the GPU by taking S seconds per image and
+writing valid made-up maps (``gradcam.simulate_gpu``); labels, refine, evaluation, the views and the report are
+the real ones, on the cores that the model job leaves (it takes one). The last lines print
+
+    model stage busy: <model seconds / model-stage wall, from the first model job's start to the last's end>
+    wall / ideal: <whole-run wall / (max(N*S, CPU-stage seconds / cores) + the tail)>
+
+with the tail = the refine and evaluation job-seconds of the last model job's images / cores + the closing jobs
+(masks, evaluate, views, report), which can only start after it.
 """
 
 from __future__ import annotations
@@ -58,6 +71,13 @@ def write_large_blip(directory: Path) -> Path:
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+def date_and_machine() -> str:
+    import platform
+    from datetime import date
+
+    return f"{date.today().isoformat()}, {platform.machine()} {os.cpu_count()} cores"
 
 
 def cpu_times() -> tuple[float, float]:
@@ -105,7 +125,7 @@ def stage_benchmarks(results: Path) -> dict[str, list[dict]]:
     """Snakemake's benchmark rows per stage (results/<dataset>/benchmarks/<stage>/**.tsv)."""
     out: dict[str, list[dict]] = {}
     for tsv in sorted((results / "benchmarks").rglob("*.tsv")):
-        stage = tsv.relative_to(results / "benchmarks").parts[0]
+        stage = tsv.relative_to(results / "benchmarks").parts[0].removesuffix(".tsv")
         with open(tsv) as fh:
             out.setdefault(stage, []).extend(csv.DictReader(fh, delimiter="\t"))
     return out
@@ -113,6 +133,70 @@ def stage_benchmarks(results: Path) -> dict[str, list[dict]]:
 
 _TIMING = re.compile(r"read\+preprocess ([\d.]+) s, model ([\d.]+) s, write ([\d.]+) s, wall ([\d.]+) s")
 _PEAK = re.compile(r"peak GPU memory ([\d.]+) GiB")
+
+
+def job_spans(results: Path, stage: str) -> list[tuple[str, float, float]]:
+    """(job, start, end) of a stage's jobs from Snakemake's benchmark files: end = the file's time, start = end
+    minus the job's wall seconds (process start included)."""
+    spans = []
+    for tsv in sorted((results / "benchmarks" / stage).rglob("*.tsv")):
+        with open(tsv) as fh:
+            row = next(csv.DictReader(fh, delimiter="\t"))
+        end = tsv.stat().st_mtime
+        spans.append((tsv.stem, end - float(row["s"]), end))
+    return spans
+
+
+def shard_range(label: str) -> range:
+    """``shard-0003`` -> 3..3, ``shard-0003..0009`` -> 3..9 (a job record's ``shard``)."""
+    first, _, last = label.removeprefix("shard-").partition("..")
+    return range(int(first), int(last or first) + 1)
+
+
+_SETUP = re.compile(r": set-up ([\d.]+) s")
+_MODEL = re.compile(r": (\d+) images through the model in ([\d.]+) s")
+
+
+def simulated_figures(results: Path, rows: dict, n_images: int, seconds: float, cores: int, wall: float) -> list[str]:
+    """The lines of a ``--simulate-gpu`` run: per model job its images, set-up and model seconds; the model
+    stage's busy fraction; wall / ideal with its parts."""
+    import json
+
+    lines = []
+    spans = job_spans(results, "gradcam")
+    model_total = 0.0
+    last_job, last_end = None, -1.0
+    for job, start, end in spans:
+        log = next((results / "logs" / "gradcam").rglob(f"{job}.log"))
+        text = log.read_text()
+        setup = sum(float(x) for x in _SETUP.findall(text))
+        done = [(int(n), float(t)) for n, t in _MODEL.findall(text)]
+        model_total += sum(t for _, t in done)
+        record = json.loads(next((results / "gradcam").rglob(f"jobs/{job}.json")).read_text())
+        lines.append(f"model job {record['shard']}: {record['images']} images, set-up {setup:.2f} s, model "
+                     f"{sum(t for _, t in done):.2f} s, job wall {end - start:.2f} s")
+        if end > last_end:
+            last_job, last_end = record, end
+    stage_wall = max(e for _, _, e in spans) - min(s for _, s, _ in spans)
+    cpu_stages = [s for s in rows if s not in ("gradcam", "search")]
+    cpu_seconds = sum(float(r["s"]) for s in cpu_stages for r in rows[s])
+    last = shard_range(last_job["shard"])
+    tail_jobs = 0.0
+    for stage in ("refine", "evaluate"):
+        for job, start, end in job_spans(results, stage):
+            if job.startswith("shard-") and int(job.split("-")[1]) in last:
+                tail_jobs += end - start
+    closing = sum(float(r["s"]) for s in ("masks", "evaluate-tables", "views", "report") if s in rows for r in rows[s])
+    tail = tail_jobs / cores + closing
+    ideal = max(n_images * seconds, cpu_seconds / cores) + tail
+    lines.append(f"model stage: {len(spans)} job(s), model {model_total:.1f} s, wall {stage_wall:.1f} s (first start "
+                 f"to last end, set-ups included)")
+    lines.append(f"ideal: max(N*S = {n_images * seconds:.1f} s, CPU-stage {cpu_seconds:.1f} job-s / {cores} cores = "
+                 f"{cpu_seconds / cores:.1f} s) + tail {tail:.1f} s (last model job's refine+evaluate "
+                 f"{tail_jobs:.1f} job-s / {cores} + closing jobs {closing:.1f} s) = {ideal:.1f} s; wall {wall:.1f} s")
+    lines.append(f"model stage busy: {model_total / stage_wall:.3f}")
+    lines.append(f"wall / ideal: {wall / ideal:.3f}")
+    return lines
 
 
 def main(argv=None) -> int:
@@ -127,10 +211,19 @@ def main(argv=None) -> int:
     ap.add_argument("--cores", type=int, default=0, help="default: all")
     ap.add_argument("--model", help="a checkpoint directory (default: BLIP-ITM-large architecture, random weights)")
     ap.add_argument("--workdir", help="keep everything here (default: a temporary folder)")
+    ap.add_argument("--simulate-gpu", type=float, metavar="S",
+                    help="predict a GPU run: model jobs sized for a GPU at S s/image, loading the real weights, then "
+                         "taking S s per image and writing made-up maps; every other stage real")
+    ap.add_argument("--model-job-images", type=int, help="model_jobs.images (default: sized by the workflow)")
     a = ap.parse_args(argv)
+    if a.simulate_gpu is not None and a.size == ap.get_default("size"):
+        a.size = "96x72"  # small enough that the CPU stages are not the bound on a small machine
     width, height = (int(x) for x in a.size.lower().split("x"))
     cores = a.cores or len(os.sched_getaffinity(0))
-    shard = a.shard_size or max(2 * a.batch_size, -(-a.images // 4))
+    if a.simulate_gpu is not None:
+        shard = a.shard_size or max(a.batch_size, -(-a.images // (10 * cores)))
+    else:
+        shard = a.shard_size or max(2 * a.batch_size, -(-a.images // 4))
     shard = -(-shard // a.batch_size) * a.batch_size  # faithful shards hold whole batches
 
     tmp = None if a.workdir else tempfile.TemporaryDirectory()
@@ -151,9 +244,15 @@ def main(argv=None) -> int:
         if not a.model and not (model / "config.json").is_file():
             print("writing a BLIP-ITM-large checkpoint with random weights ...", flush=True)
             write_large_blip(model)
-        gradcam = f"{{model: {model}, device: {a.device}, autocast: {a.autocast}, batch_size: {a.batch_size}}}"
+        gradcam = f"model: {model}, device: {a.device}, autocast: {a.autocast}, batch_size: {a.batch_size}"
+        jobs = f"images: {a.model_job_images}" if a.model_job_images else ""
+        if a.simulate_gpu is not None:
+            # the model job takes one core (a GPU job's CPU side), the CPU stages the others
+            gradcam = f"model: {model}, device: cpu, batch_size: {a.batch_size}, threads: 1, simulate_gpu: {a.simulate_gpu}"
+            jobs = ", ".join(x for x in (jobs, f"sized_for: gpu, gpu_seconds_per_image: {a.simulate_gpu}") if x)
         cmd = [sys.executable, "-m", "snakemake", "--cores", str(cores), "--config", "dataset=folder",
-               f"images={images}", f"classes={','.join(CLASSES)}", f"shard_size={shard}", f"gradcam={gradcam}"]
+               f"images={images}", f"classes={','.join(CLASSES)}", f"shard_size={shard}", f"gradcam={{{gradcam}}}",
+               f"model_jobs={{{jobs}}}"]
         print(" ".join(cmd), flush=True)
         busy0, total0 = cpu_times()
         tic = time.perf_counter()
@@ -166,20 +265,22 @@ def main(argv=None) -> int:
             return 1
         results = wf / "results" / "folder"
         rows = stage_benchmarks(results)
-        print(f"\n{a.images} images {width}x{height}, device {a.device}, autocast {a.autocast}, {cores} cores, "
-              f"shards of {shard}, batches of {a.batch_size}")
+        device = f"simulated GPU at {a.simulate_gpu} s/image" if a.simulate_gpu is not None else f"device {a.device}"
+        print(f"\n{a.images} images {width}x{height}, {device}, autocast {a.autocast}, {cores} cores, "
+              f"shards of {shard}, batches of {a.batch_size}; {date_and_machine()}")
         print(f"{'stage':<16} {'jobs':>4} {'job-s':>8} {'images/s':>9} {'peak RSS GiB':>13}")
         job_seconds = 0.0
-        for stage in ("labels", "gradcam", "refine", "evaluate_shard", "evaluate", "report"):
+        for stage in ("labels", "gradcam", "refine", "evaluate", "masks", "evaluate-tables", "report", "views"):
             if stage not in rows:
                 continue
             secs = sum(float(r["s"]) for r in rows[stage])
             rss = max(float(r["max_rss"]) for r in rows[stage]) / 1024
             job_seconds += secs
-            per = f"{a.images / secs:9.2f}" if stage in ("labels", "gradcam", "refine", "evaluate_shard") and secs else f"{'':>9}"
+            per = f"{a.images / secs:9.2f}" if stage in ("labels", "gradcam", "refine", "evaluate") and secs else f"{'':>9}"
             print(f"{stage:<16} {len(rows[stage]):>4} {secs:>8.1f} {per} {rss:>13.2f}")
         job_seconds += sum(float(r["s"]) for s, rs in rows.items() if s not in
-                           ("labels", "gradcam", "refine", "evaluate_shard", "evaluate", "report") for r in rs)
+                           ("labels", "gradcam", "refine", "evaluate", "masks", "evaluate-tables", "report", "views")
+                           for r in rs)
         print(f"wall {wall:.1f} s (snakemake's planning and job start-up included); sum of job-seconds "
               f"{job_seconds:.1f} s; overlap {job_seconds / wall:.2f}")
         print(f"CPU utilisation {100 * (busy1 - busy0) / max(total1 - total0, 1e-9):.0f}% of all "
@@ -202,6 +303,9 @@ def main(argv=None) -> int:
                   f"it; {hidden:.2f} s of the {read + write:.2f} s hidden by the overlap (wall {job_wall:.1f} s)")
         if peaks:
             print(f"peak GPU memory of a gradcam job (torch): {max(peaks):.2f} GiB")
+        if a.simulate_gpu is not None:
+            for line in simulated_figures(results, rows, a.images, a.simulate_gpu, cores, wall):
+                print(line)
         return 0
     finally:
         if tmp is not None:

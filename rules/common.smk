@@ -1,4 +1,5 @@
 # Parse-time plan: config validation, image order, shards, sweep runs and stage hashes.
+import os
 import sys
 from pathlib import Path
 
@@ -8,7 +9,8 @@ from snakemake.utils import validate
 
 from pnp_ovss.checks import preflight
 from pnp_ovss.config import coerce_to_schema, fold_dotted, load_schema, normalise
-from pnp_ovss.config import backend_name, gpu_visible, model_job_threads, resolve_fixes
+from pnp_ovss.config import SIZED_FOR_ENV, backend_name, gpu_visible, model_job_threads, model_jobs_on_gpu
+from pnp_ovss.config import profile_gives_gpu, resolve_fixes
 from pnp_ovss.layout import (
     BEST_YAML, VIEWS_DIR, CHART_PNG, HEATMAP_PNG, LAST_RUN_YAML, LATEST_DIR, MIOU_CSV, OVERLAYS_DIR, PARAMETERS_CSV,
     PER_CLASS_CSV, REWARDS_CSV, SKIPPED_CSV, SUMMARY_CSV, THRESHOLD_PNG,
@@ -37,15 +39,41 @@ def only_looks():
     return bool(workflow.output_settings and workflow.output_settings.dryrun) or not workflow.check_envvars or report_only
 
 
+def model_jobs_sized_for_gpu():
+    """Whether the model jobs (gradcam, search maps) are cut for a GPU (config model_jobs.sized_for): decided by
+    the main snakemake process — from the config, the profile's resources for gradcam, this machine — and
+    handed to its jobs' own parses (on SLURM nodes, which may see a GPU the login node lacks) through
+    SIZED_FOR_ENV, so that every parse cuts the same jobs."""
+    inherited = os.environ.get(SIZED_FOR_ENV)
+    if not workflow.is_main_process and inherited in ("gpu", "cpu"):
+        return inherited == "gpu"
+    profile = profile_gives_gpu(workflow.resource_settings.overwrite_resources)
+    on_gpu = model_jobs_on_gpu(config, gpu_visible(), profile)
+    os.environ[SIZED_FOR_ENV] = "gpu" if on_gpu else "cpu"
+    return on_gpu
+
+
+MODEL_ON_GPU = model_jobs_sized_for_gpu()
+if config["gradcam"]["device"] == "cpu" and profile_gives_gpu(workflow.resource_settings.overwrite_resources):
+    logger.warning("pnp-ovss: gradcam.device is cpu but the resources (a profile's set-resources) ask a GPU for the "
+                   "gradcam jobs: set `gpu: 0` for gradcam and search_maps there, or gradcam.device auto")
+
+
+envvars:
+    SIZED_FOR_ENV,
+
+
 LOOKS_ONLY = only_looks()
 # only the main snakemake process repairs anything (sets damaged entries aside, writes job records): a
 # cluster job's own parse of this file runs beside other jobs and must not touch what they write
 REPAIRS = workflow.is_main_process and not LOOKS_ONLY
-PLAN = make_plan(config, repair=REPAIRS, write_memos=not LOOKS_ONLY, looks_only=LOOKS_ONLY)
+PLAN = make_plan(config, repair=REPAIRS, write_memos=not LOOKS_ONLY, looks_only=LOOKS_ONLY, model_on_gpu=MODEL_ON_GPU)
 # threads of the model rules (gradcam, search maps): a few on a GPU so that refine/evaluate/labels jobs fill
 # the other cores meanwhile, every core on the CPU (config gradcam.threads overrides)
-
-MODEL_JOB_THREADS = model_job_threads(config["gradcam"], gpu_visible())
+MODEL_JOB_THREADS = model_job_threads(config["gradcam"], MODEL_ON_GPU)
+# among the jobs ready to start: a model job first (the GPU must not wait), then labels (the next model job's
+# images), then the CPU stages behind them
+PRIORITY = {"model": 20, "labels": 10}
 # a shard job whose images all have results is recorded as done here (so it is not planned); a record
 # whose results were deleted is removed (so its job runs again)
 if REPAIRS:

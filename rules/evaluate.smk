@@ -10,6 +10,8 @@ rule evaluate_shard:
         f"{EVALUATE_DIR}/{{eh}}/shards/{{job}}.npz",
     log:
         f"{OUT}/logs/evaluate/{{eh}}/{{job}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/evaluate/{{eh}}/{{job}}.tsv"
     params:
         stage=lambda wc: PLAN.table[wc.eh],
         ids=job_ids,
@@ -36,6 +38,8 @@ rule evaluate:
         skipped=f"{EVALUATE_DIR}/{{eh}}/{{view}}/{SKIPPED_CSV}",
     log:
         f"{OUT}/logs/evaluate/{{eh}}/{{view}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/evaluate-tables/{{eh}}/{{view}}.tsv"
     params:
         stage=lambda wc: PLAN.table[wc.eh],
         run=lambda wc: PLAN.run_parameters(wc.eh),

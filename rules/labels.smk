@@ -8,6 +8,8 @@ rule labels:
         f"{OUT}/labels/{{lh}}/jobs/{{job}}.json",
     log:
         f"{OUT}/logs/labels/{{lh}}/{{job}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/labels/{{lh}}/{{job}}.tsv"
     params:
         stage=lambda wc: PLAN.table[wc.lh],
         ids=job_ids,
@@ -15,6 +17,7 @@ rule labels:
         answers=f"{OUT}/labels/gpt4o-answers",
     resources:
         openai=lambda wc: 1 if PLAN.table[wc.lh]["source"] == "gpt4o" else 0,
+    priority: PRIORITY["labels"]
     conda:
         "../envs/pnp-ovss.yaml"
     script:

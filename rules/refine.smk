@@ -33,6 +33,8 @@ rule masks:
         directory(f"{REFINE_DIR}/{{rh}}/{{view}}"),
     log:
         f"{OUT}/logs/refine/{{rh}}/{{view}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/masks/{{rh}}/{{view}}.tsv"
     params:
         ids=lambda wc: PLAN.image_ids,
         refine_keys=lambda wc: PLAN.stage_keys(wc.rh),

@@ -35,6 +35,8 @@ rule report_figures:
         **_REPORT_OUTPUTS,
     log:
         f"{OUT}/logs/report/{{eh}}/{{view}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/report/{{eh}}/{{view}}.tsv"
     params:
         run=lambda wc: PLAN.run_parameters(wc.eh),
         ids=PLAN.image_ids,

@@ -24,6 +24,7 @@ rule search_maps:
     resources:
         gpu=lambda wc: 0 if config["gradcam"]["device"] == "cpu" else 1,
         mem_mb=16000,
+    priority: PRIORITY["model"]
     conda:
         "../envs/pnp-ovss.yaml"
     script:

@@ -22,6 +22,8 @@ rule views:
         f"{OUT}/{VIEWS_DIR}/{VIEW_STAMP}",
     log:
         f"{OUT}/logs/views.log",
+    benchmark:
+        f"{OUT}/benchmarks/views.tsv"
     params:
         view_keys=VIEW_KEYS,
         paths={k: str(v) for k, v in VIEW_PATHS.items()},

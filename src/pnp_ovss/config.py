@@ -267,6 +267,62 @@ def model_job_threads(gradcam_cfg: dict, cuda_available: bool) -> int:
     return GPU_JOB_THREADS if on_gpu(gradcam_cfg, cuda_available) else ALL_CORES
 
 
+def profile_gives_gpu(overwrite_resources) -> bool | None:
+    """Whether Snakemake's per-rule resources (a profile's ``set-resources``, ``--set-resources``) give the
+    gradcam rule a GPU: ``gpu``/``gpus`` above 0, a ``gres`` naming ``gpu``, or a ``gpu_model``; None when
+    they say nothing about it. Values may be plain or Snakemake ``Resource`` objects (``.value``)."""
+    rule = dict((overwrite_resources or {}).get("gradcam") or {})
+    values = {k: getattr(v, "value", v) for k, v in rule.items()}
+    if values.get("gpu_model"):
+        return True
+    for key in ("gpu", "gpus"):
+        if key in values:
+            try:
+                return float(values[key]) > 0
+            except (TypeError, ValueError):
+                return bool(values[key])
+    if values.get("gres"):
+        return "gpu" in str(values["gres"])
+    return None
+
+
+#: the environment variable through which the main snakemake process tells the parses of its jobs (on other
+#: machines: SLURM compute nodes) what it sized the model jobs for, so that every parse cuts the same jobs
+SIZED_FOR_ENV = "PNP_OVSS_MODEL_JOBS_SIZED_FOR"
+
+
+def model_jobs_on_gpu(cfg: dict, machine_gpu: bool, profile_gpu: bool | None = None) -> bool:
+    """Whether the model stages' jobs are sized for a GPU (``model_jobs.sized_for``): explicit gpu/cpu; else
+    ``gradcam.device`` cuda/cpu; else (``auto``) what the profile gives the gradcam rule
+    (:func:`profile_gives_gpu`), else whether the planning machine sees a GPU (:func:`gpu_visible`)."""
+    sized_for = cfg.get("model_jobs", {}).get("sized_for", "auto")
+    if sized_for != "auto":
+        return sized_for == "gpu"
+    device = cfg["gradcam"].get("device", "auto")
+    if device != "auto":
+        return device == "cuda"
+    if profile_gpu is not None:
+        return bool(profile_gpu)
+    return bool(machine_gpu)
+
+
+def model_job_images(cfg: dict, on_gpu_: bool) -> int:
+    """The target images per model job (before rounding to whole shards and balancing): ``model_jobs.images``;
+    on a GPU the smallest job of at least ``min_gpu_images`` whose set-up is at most ``setup_share`` of the
+    job (``setup_seconds`` against the images' ``gpu_seconds_per_image``); on the CPU one shard (a CPU job's
+    model time dwarfs its set-up)."""
+    import math
+
+    jobs = cfg["model_jobs"]
+    if jobs.get("images") is not None:
+        return int(jobs["images"])
+    if not on_gpu_:
+        return int(cfg["shard_size"])
+    share = float(jobs["setup_share"])
+    for_share = math.ceil(float(jobs["setup_seconds"]) * (1 - share) / (share * float(jobs["gpu_seconds_per_image"])))
+    return max(int(jobs["min_gpu_images"]), for_share)
+
+
 def torch_threads_for_job(gradcam_cfg: dict, job_threads: int, cuda_available: bool) -> int | None:
     """The torch thread count a model job sets: its threads when they were chosen (``gradcam.threads``) or
     when it runs on a GPU; None (torch's default, every core) for a CPU job sized by default, so CPU results
@@ -290,6 +346,8 @@ def gradcam_params(cfg: dict, combo: dict, labels_hash: str) -> dict:
         "backend": backend_name(cfg),
         "vision_attention": cfg["gradcam"].get("vision_attention", "eager"),
         "keep_spaces": fixes["keep_spaces"],
+        # made-up maps (benchmarks/pipeline_speed.py --simulate-gpu) live under their own hash
+        "simulate_gpu": cfg["gradcam"].get("simulate_gpu"),
     }
     return {
         "stage": "gradcam",

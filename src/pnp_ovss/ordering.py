@@ -42,3 +42,21 @@ def batches_of(ids: list[str], size: int) -> list[list[str]]:
 
 def shard_name(index: int) -> str:
     return f"shard-{index:04d}"
+
+
+def group_shards(names: list[str], shard_images: int, job_images: int) -> list[list[str]]:
+    """Consecutive shards joined into jobs of about ``job_images`` images (the model stages' jobs): whole
+    shards only, as few jobs as that size allows, the shards spread evenly over them (so the last job is not
+    a small remainder)."""
+    if shard_images < 1 or job_images < 1:
+        raise ValueError("shard and job sizes must be >= 1")
+    if not names:
+        return []
+    n_jobs = -(-len(names) // -(-job_images // shard_images))
+    base, extra = divmod(len(names), n_jobs)
+    groups, start = [], 0
+    for j in range(n_jobs):
+        end = start + base + (1 if j < extra else 0)
+        groups.append(names[start:end])
+        start = end
+    return groups

@@ -6,7 +6,8 @@ every result on disk is found again, so the rules are fixed:
 - each stage's parameters are its own keys (below), its ``upstream`` stage hash and ``stage``;
 - a parameter that was added after results existed enters a stage's key **only when it differs from the value
   every earlier result was made with** (:data:`ADDED_LATER`), so adding it changed no earlier hash;
-- nothing about scheduling (shards, ``shard_size``, threads, devices, ``limit``, ``data_root``) enters a key.
+- nothing about scheduling (shards, ``shard_size``, ``model_jobs``, threads, devices, ``limit``, ``data_root``)
+  enters a key.
 
 ``tests/test_pins.py`` pins the resulting literal hashes. Dependency-free, so every layer may read it.
 """
@@ -59,7 +60,7 @@ EVALUATE_KEYS = ("protocol", "mmseg_variant")
 #: in theirs; their ``keep_spaces`` is one of :data:`SEARCH_MAPS_FIXES`.)
 ADDED_LATER = {
     "labels": {"keep_spaces": False},
-    "gradcam": {"backend": "blip", "vision_attention": "eager", "keep_spaces": False},
+    "gradcam": {"backend": "blip", "vision_attention": "eager", "keep_spaces": False, "simulate_gpu": None},
     "search": {"vision_attention": "eager"},
 }
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from .layout import LEGACY_STAGE_FOLDER, STAGE_FOLDER
 from .entries import SUFFIX, check_entry, entries_dir, is_done, listing, names_in, set_aside, write_job_record
-from .config import SWEEPABLE, Run, flat_run_parameters, normalise, plan_runs, resolve_fixes, resolved_label_source
+from .config import SWEEPABLE, Run, flat_run_parameters, model_job_images, normalise, plan_runs, resolve_fixes
+from .config import resolved_label_source
 from .datasets import Dataset, get_dataset
 from .datasets.base import scan_images
 from .identity import (
@@ -29,28 +30,34 @@ from .identity import (
     key_of,
     set_name,
 )
-from .ordering import faithful_order, make_shards, shard_name
+from .ordering import faithful_order, group_shards, make_shards, shard_name
 
 
 #: the record name under which a dry run asks for a job whose record is stale (:attr:`Plan.looks_only`)
 STALE_SUFFIX = ".stale"
+#: the stages whose jobs load a model (sized by ``model_jobs``: many images per job on a GPU); the others are
+#: cut by shard (``shard_size``)
+MODEL_STAGES = ("gradcam", "search")
 #: refine's peak memory per pixel of the image (DenseCRF at full resolution; benchmarks/refine_memory.py)
 REFINE_BYTES_PER_PIXEL = 318
 
 
 @dataclass
 class StageJob:
-    """One job of one stage on one shard: its images, their keys at this stage, and which lack a result."""
+    """One job of one stage: its images (one shard; a model stage's job: consecutive whole shards), their keys
+    at this stage, the upstream stage's jobs that hold them and their keys there, and which lack a result."""
 
     stage: str
     stage_hash: str
-    shard: str
+    shard: str  # the job's shard, or its shards (``shard-0003..0009``); its name starts with the first
     name: str
     ids: list[str]
     keys: dict[str, str]
-    upstream: "StageJob | None"
+    upstream: "list[StageJob]"
     missing: list[str]
     recorded: bool = False  # the job's output (its record) exists
+    upstream_keys: dict[str, str] | None = None
+    shards: list[str] = field(default_factory=list)  # the shards it holds (``shard`` names them for people)
 
     @property
     def needed(self) -> bool:
@@ -83,6 +90,10 @@ class Plan:
     looks_only: bool = False
     #: stage -> its folder under ``out`` (:func:`stage_folders`; the rules spell paths with these)
     folders: dict[str, str] = field(default_factory=lambda: dict(STAGE_FOLDER))
+    #: the shards of each model stage job (:data:`MODEL_STAGES`), in order
+    model_groups: list[list[str]] = field(default_factory=list)
+    #: whether the model jobs were sized for a GPU (``model_jobs.sized_for``)
+    model_on_gpu: bool = False
 
     @property
     def evaluates(self) -> bool:
@@ -171,9 +182,9 @@ class Plan:
         return job.needed or job.recorded
 
     def upstream_output(self, stage_hash: str, name: str) -> list[str]:
-        """The record of the upstream stage's job on the same shard (when asked for: :meth:`requested`)."""
-        up = self.job(stage_hash, name).upstream
-        return [self.job_output(up)] if up is not None and self.requested(up) else []
+        """The records of the upstream stage's jobs that hold the job's images (when asked for:
+        :meth:`requested`): one for a CPU stage's job, one per shard for a model job's labels."""
+        return [self.job_output(up) for up in self.job(stage_hash, name).upstream if self.requested(up)]
 
     def pipeline_jobs(self) -> list[StageJob]:
         """The jobs `snakemake` (the default target) runs: every stage's, evaluation only with ground truth,
@@ -197,8 +208,7 @@ class Plan:
     def job_work(self, stage_hash: str, name: str) -> dict:
         """A shard job's ``params.work``: its images' keys, their keys upstream (None for labels), its shard."""
         job = self.job(stage_hash, name)
-        up = job.upstream
-        return {"keys": job.keys, "upstream": up.keys if up is not None else None, "shard": job.shard}
+        return {"keys": job.keys, "upstream": job.upstream_keys, "shard": job.shard}
 
     def upstream_dir(self, stage_hash: str) -> str:
         """The stage folder the jobs of ``stage_hash`` read from (its upstream stage's ``<folder>/<hash>``)."""
@@ -256,14 +266,17 @@ def _plan_search(plan: "Plan") -> None:
     records = names_in(plan.records_dir("search", mh))
     listed = listing(plan.stage_dir("search", mh))
     jobs = []
-    for index, (shard, shard_ids) in enumerate(plan.shards.items()):
-        sub = [i for i in shard_ids if i in wanted]
-        if not sub:
+    labels_jobs = _jobs_by_shard(plan.stage_jobs[lh])
+    for shards in job_shards(plan, "search"):
+        shards = [s for s in shards if any(i in wanted for i in plan.shards[s])]
+        if not shards:
             continue
+        sub = [i for s in shards for i in plan.shards[s] if i in wanted]
         k = {i: mkeys[i] for i in sub}
-        name = job_name(shard, "search", mh, None, [(i, k[i]) for i in sub])
+        name = job_name(shards[0], "search", mh, None, [(i, k[i]) for i in sub])
         missing = [i for i in sub if not _entry_done(plan, listed, "search", mh, None, i, k[i])]
-        job = StageJob("search", mh, shard, name, sub, k, plan.stage_jobs[lh][index], missing)
+        job = StageJob("search", mh, shard_label(shards), name, sub, k, _covering(labels_jobs, shards), missing,
+                       upstream_keys={i: labels_keys[i] for i in sub}, shards=shards)
         job.recorded = Path(plan.record_path(job)).name in records
         plan.jobs[(mh, name)] = job
         jobs.append(job)
@@ -374,9 +387,12 @@ def _plan_jobs(plan: Plan, keys: dict[str, dict[str, str]]) -> None:
             # so a record seen here has all its entries in the listing below (no false "stale record")
             records = names_in(plan.records_dir(stage, h))
             listings[h] = listing(plan.stage_dir(stage, h)) if stage != "evaluate" else records
-            for shard, ids in plan.shards.items():
+            up_jobs = _jobs_by_shard(plan.stage_jobs[previous]) if previous else {}
+            for shards in job_shards(plan, stage):
+                ids = [i for shard in shards for i in plan.shards[shard]]
+                shard = shard_label(shards)
                 k = {i: keys[h][i] for i in ids}
-                name = job_name(shard, stage, h, on_error if stage == "evaluate" else None, [(i, k[i]) for i in ids])
+                name = job_name(shards[0], stage, h, on_error if stage == "evaluate" else None, [(i, k[i]) for i in ids])
                 if stage == "evaluate":
                     npz = f"{name}.npz"
                     if npz in listings[h] and _reusable(plan, "evaluate", Path(plan.records_dir(stage, h)) / npz,
@@ -386,8 +402,10 @@ def _plan_jobs(plan: Plan, keys: dict[str, dict[str, str]]) -> None:
                     missing = [] if npz in listings[h] else list(ids)
                 else:
                     missing = [i for i in ids if not _entry_done(plan, listings[h], stage, h, previous, i, k[i])]
-                upstream = plan.stage_jobs[previous][len(jobs)] if previous else None
-                job = StageJob(stage, h, shard, name, list(ids), k, upstream, missing)
+                upstream = _covering(up_jobs, shards)
+                job = StageJob(stage, h, shard, name, list(ids), k, upstream, missing,
+                               upstream_keys={i: keys[previous][i] for i in ids} if previous else None,
+                               shards=list(shards))
                 job.recorded = Path(plan.record_path(job)).name in records
                 plan.jobs[(h, name)] = job
                 jobs.append(job)
@@ -398,6 +416,33 @@ def _plan_jobs(plan: Plan, keys: dict[str, dict[str, str]]) -> None:
         ids = plan.image_ids
         plan.views[run.refine] = set_name("masks", run.refine, on_error, [(i, keys[run.refine][i]) for i in ids])
         plan.eval_sets[run.evaluate] = set_name("evaluate", run.evaluate, on_error, [(i, keys[run.evaluate][i]) for i in ids])
+
+
+def job_shards(plan: Plan, stage: str) -> list[list[str]]:
+    """The shards of each job of a stage: one per job, or a model stage's groups (:attr:`Plan.model_groups`)."""
+    if stage in MODEL_STAGES:
+        return plan.model_groups
+    return [[shard] for shard in plan.shards]
+
+
+def shard_label(shards: list[str]) -> str:
+    """How logs and records name a job's shards: ``shard-0003``, or ``shard-0003..0009`` for several."""
+    return shards[0] if len(shards) == 1 else f"{shards[0]}..{shards[-1].removeprefix('shard-')}"
+
+
+def _jobs_by_shard(jobs: list[StageJob]) -> dict[str, StageJob]:
+    """Each shard's job among ``jobs`` (a model job stands for each of its shards)."""
+    return {shard: job for job in jobs for shard in job.shards}
+
+
+def _covering(by_shard: dict[str, StageJob], shards: list[str]) -> list[StageJob]:
+    """The distinct jobs (in order) that hold ``shards``."""
+    out: list[StageJob] = []
+    for shard in shards:
+        job = by_shard.get(shard)
+        if job is not None and all(job is not j for j in out):
+            out.append(job)
+    return out
 
 
 def _entry_done(plan: Plan, names: set[str], stage: str, h: str, previous: str | None, image_id: str,
@@ -452,9 +497,10 @@ def view_keys(plan: Plan, config: dict) -> dict[str, str]:
 
 
 def without_scheduling(config: dict) -> dict:
-    """The config without the keys that only cut or place jobs (``shard_size``, ``gradcam.threads``): a change
+    """The config without the keys that only cut or place jobs (``shard_size``, ``model_jobs``,
+    ``gradcam.threads``): a change
     of them alone plans nothing, not even a rewrite of ``last-run.yaml``."""
-    cfg = {k: v for k, v in dict(config).items() if k != "shard_size"}
+    cfg = {k: v for k, v in dict(config).items() if k not in ("shard_size", "model_jobs")}
     if isinstance(cfg.get("gradcam"), dict):
         cfg["gradcam"] = {k: v for k, v in cfg["gradcam"].items() if k != "threads"}
     return cfg
@@ -525,9 +571,31 @@ def sync_job_records(plan: Plan) -> tuple[int, int]:
             removed += 1
         elif not job.needed and not job.recorded:
             write_job_record(path, job.stage, job.shard, job.ids, [], [])
+            _date_as_results(path, plan.stage_dir(job.stage, job.stage_hash), job)
             job.recorded = True
             written += 1
     return written, removed
+
+
+def _date_as_results(record: Path, stage_dir: str, job: StageJob) -> None:
+    """Give a record written for a job that has no work (its images' results exist: the jobs were cut
+    another way, e.g. another ``model_jobs`` size) the time of its newest result. Its downstream jobs' records
+    are newer (their results were made from these), so Snakemake's mtime rule reruns none of them."""
+    import os
+
+    from .entries import entry_path, skip_path
+
+    newest = 0
+    for image_id in job.ids:
+        key = job.keys[image_id]
+        for path in (entry_path(stage_dir, job.stage, key), skip_path(stage_dir, key)):
+            try:
+                newest = max(newest, path.stat().st_mtime_ns)
+                break
+            except OSError:
+                continue
+    if newest:
+        os.utime(record, ns=(newest, newest))
 
 
 def plan_summary(plan: Plan) -> str:
@@ -538,9 +606,10 @@ def plan_summary(plan: Plan) -> str:
         todo = sum(len(j.missing) for j in jobs if j.stage == stage)
         total = sum(len(j.ids) for j in jobs if j.stage == stage)
         parts.append(f"{stage} {total - todo} reused / {todo} to compute")
+    model_jobs = f"{len(plan.model_groups)} model job(s) sized for the {'GPU' if plan.model_on_gpu else 'CPU'}"
     return (
-        f"mode {plan.cfg['mode']}, {len(plan.image_ids)} images in {len(plan.shards)} shards, {len(plan.runs)} "
-        f"run(s): " + ", ".join(parts)
+        f"mode {plan.cfg['mode']}, {len(plan.image_ids)} images in {len(plan.shards)} shards ({model_jobs}), "
+        f"{len(plan.runs)} run(s): " + ", ".join(parts)
     )
 
 
@@ -564,19 +633,23 @@ def stage_folders(out: str | Path, move: bool) -> tuple[dict[str, str], list[str
 
 def plan_for(cfg: dict, dataset: Dataset, ids: list[str], out: str | Path, tags: dict[str, str | None],
              digests: DigestCache, repair: bool = True, looks_only: bool = False,
-             folders: dict[str, str] | None = None) -> Plan:
+             folders: dict[str, str] | None = None, model_on_gpu: bool = False) -> Plan:
     """The plan of a normalised config over ``ids`` (in this order) with its stage folders under ``out``: shards,
-    runs, each image's key at each stage (``tags``: what the image reader does beyond the released reading) and
-    the jobs. What :func:`make_plan` and ``pnp-ovss segment`` share."""
-    shards = {shard_name(i): s for i, s in enumerate(make_shards(ids, effective_shard_size(cfg)))}
+    the model jobs' shards (sized for a GPU with ``model_on_gpu``: :func:`pnp_ovss.config.model_job_images`),
+    runs, each image's key at each stage (``tags``: what the image reader does beyond the released reading)
+    and the jobs. What :func:`make_plan` and ``pnp-ovss segment`` share."""
+    size = effective_shard_size(cfg)
+    shards = {shard_name(i): s for i, s in enumerate(make_shards(ids, size))}
     runs, table = plan_runs(cfg)
     plan = Plan(cfg, dataset, ids, shards, runs, table, str(out), repair=repair, looks_only=looks_only,
-                folders=dict(folders or STAGE_FOLDER))
+                folders=dict(folders or STAGE_FOLDER), model_on_gpu=model_on_gpu)
+    plan.model_groups = group_shards(list(shards), size, model_job_images(cfg, model_on_gpu))
     _plan_jobs(plan, _stage_keys(plan, digests, tags))
     return plan
 
 
-def make_plan(raw_config: dict, repair: bool = True, write_memos: bool = True, looks_only: bool = False) -> Plan:
+def make_plan(raw_config: dict, repair: bool = True, write_memos: bool = True, looks_only: bool = False,
+              model_on_gpu: bool = False) -> Plan:
     """The plan of a config. ``repair``: set damaged entries aside (the main snakemake process); without it
     a damaged entry only counts as missing (a cluster job's own parse, beside other jobs' writes).
     ``write_memos``: save the image header and file digest memos (``.headers.json``, ``.digests.json``);
@@ -591,7 +664,8 @@ def make_plan(raw_config: dict, repair: bool = True, write_memos: bool = True, l
     if write_memos:
         headers.save()
     digests = DigestCache(Path(out) / DIGEST_CACHE_NAME)
-    plan = plan_for(cfg, dataset, ids, out, scan.tags, digests, repair=repair, looks_only=looks_only, folders=folders)
+    plan = plan_for(cfg, dataset, ids, out, scan.tags, digests, repair=repair, looks_only=looks_only, folders=folders,
+                    model_on_gpu=model_on_gpu)
     plan.notes = folder_notes + scan.notes + plan.notes  # the plan's own: entries set aside
     if write_memos:
         digests.save()

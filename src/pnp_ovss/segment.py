@@ -68,9 +68,9 @@ def run_stages(plan, cfg: dict, dataset, labels_cache: Path) -> dict[str, str]:
     for stage in ("labels", "gradcam", "refine"):
         h = getattr(run, stage)
         for job in plan.stage_jobs[h]:
-            up = job.upstream
+            up = job.upstream_keys
             work = ShardWork(job.keys, Path(plan.stage_dir(stage, h)), Path(plan.record_path(job)),
-                             up.keys if up else None, Path(plan.upstream_dir(h)) if up else None, job.shard, log)
+                             up, Path(plan.upstream_dir(h)) if up is not None else None, job.shard, log)
             if stage == "labels":
                 run_labels_job(dataset, job.ids, plan.table[h], work, options=cfg["labels"], answers_dir=labels_cache)
             elif stage == "gradcam":

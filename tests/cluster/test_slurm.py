@@ -14,6 +14,7 @@ cluster, not the workflow:
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -275,8 +276,11 @@ def test_demo_workflow_through_slurm_profile(cluster, repo_copy, tmp_path):
     # reference: the same workflow run locally, to compare the CSVs with
     local = tmp_path / "local"
     shutil.copytree(repo_copy, local, symlinks=True)
-    # two shards of three images: one job per shard and stage, the CPU stages side by side
-    config = ["--config", f"gradcam={{model: {model}, device: cpu, batch_size: 3}}", "shard_size=3"]
+    # two shards of three images: one job per shard of each CPU stage, side by side; the profile gives gradcam a
+    # GPU, so its job is sized for one (at least 500 images: both shards in one job). The job asks SLURM for the
+    # node's fake GPU and, finding no CUDA there (device auto), runs on its CPU. The local reference run sizes
+    # for this machine (no GPU: a model job per shard), so the results are also compared across job sizes.
+    config = ["--config", f"gradcam={{model: {model}, batch_size: 3}}", "shard_size=3"]
     ref = subprocess.run(
         [str(SNAKEMAKE), "--cores", "2", "--workflow-profile", "none", *config],
         check=False,
@@ -307,16 +311,20 @@ def test_demo_workflow_through_slurm_profile(cluster, repo_copy, tmp_path):
     assert figures, explain("no report figures")
     assert figures == sorted(p.relative_to(local) for p in (local / "results").glob("*/report/*/set-*/*.png"))
 
-    # every stage ran as SLURM jobs; gradcam on CPU (device: cpu) asked for no GPU
+    # every stage ran as SLURM jobs: one GPU-sized gradcam job with the GPU and the profile's cores, the CPU
+    # stages one job per shard with one core each
     by_rule = jobs_by_rule(cluster)
     for rule in ("labels", "gradcam", "refine", "evaluate_shard", "report_figures"):
         assert rule in by_rule, explain(f"no SLURM job for {rule}: {sorted(by_rule)}")
     for rule in ("evaluate", "masks", "views"):  # localrules: run by snakemake itself
         assert rule not in by_rule, explain(f"{rule} was submitted: {by_rule[rule]}")
-    for rule in ("labels", "gradcam", "refine", "evaluate_shard"):
+    for rule in ("labels", "refine", "evaluate_shard"):
         assert len(by_rule[rule]) == 2, explain(f"{rule}: expected one job per shard, got {by_rule[rule]}")
-    for job in by_rule["gradcam"]:
-        assert_requests(job, "gradcam", gpu=False, explain=explain)
+    assert len(by_rule["gradcam"]) == 1, explain(f"gradcam: expected one GPU-sized job, got {by_rule['gradcam']}")
+    assert_requests(by_rule["gradcam"][0], "gradcam", gpu=True, explain=explain)
+    gradcam_records = sorted(results.glob("demo/gradcam/*/jobs/*.json"))
+    assert [json.loads(p.read_text())["images"] for p in gradcam_records] == [6], explain("the model job's images")
+    assert len(sorted((local / "results").glob("demo/gradcam/*/jobs/*.json"))) == 2  # the local run: one per shard
     for job in by_rule["refine"]:
         assert_requests(job, "refine", gpu=False, explain=explain)
     assert all(j["JobState"] == "COMPLETED" for js in by_rule.values() for j in js)

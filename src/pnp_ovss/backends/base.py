@@ -163,6 +163,11 @@ class LoadedModel:
         return self.backend.patch_size(self.model)
 
     @property
+    def device(self) -> str:
+        """Where the weights are (``cpu``, ``cuda:0``)."""
+        return str(next(self.model.parameters()).device)
+
+    @property
     def revision(self) -> str | None:
         """The Hub commit of the checkpoint (None for a local directory)."""
         return getattr(self.model, "pnp_revision", None)

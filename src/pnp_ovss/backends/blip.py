@@ -28,7 +28,7 @@ from ..vocab import CAPTION_PREFIX, caption_for, caption_word
 from . import BACKEND_FACTS
 from .base import Backend, LoadedModel, kept_probabilities, match_gradients
 from .checkpoints import MAX_TEXT_LEN
-from .loading import offline_hint, resolve_device
+from .loading import offline_hint, resolve_device, straight_to
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def load_blip(model_id_or_dir: str = DEFAULT_MODEL, image_size: int = 336, devic
     grid = check_image_size(config, image_size)
     dev = resolve_device(device)
     try:
-        model = BlipForImageTextRetrieval.from_pretrained(model_id, config=config)
+        model = BlipForImageTextRetrieval.from_pretrained(model_id, config=config, **straight_to(dev))
         tokenizer = AutoTokenizer.from_pretrained(model_id)
     except (OSError, ValueError) as exc:
         raise offline_hint(model_id, exc) from None

@@ -31,7 +31,7 @@ from . import BACKEND_FACTS
 from .base import Backend, LoadedModel, kept_probabilities, match_gradients
 from .blip import TINY_WORDS
 from .checkpoints import caption_token_limit
-from .loading import image_stats, offline_hint, resolve_device
+from .loading import image_stats, offline_hint, resolve_device, straight_to
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,8 @@ class BridgeTowerBackend(Backend):
             raise ModelError(f"image_size {image_size} is not a multiple of the patch size {patch}")
         dev = resolve_device(device)
         try:
-            model = BridgeTowerForImageAndTextRetrieval.from_pretrained(model_id, config=config, attn_implementation="eager")
+            model = BridgeTowerForImageAndTextRetrieval.from_pretrained(model_id, config=config, attn_implementation="eager",
+                                                                        **straight_to(dev))
             tokenizer = AutoTokenizer.from_pretrained(model_id)
         except (OSError, ValueError) as exc:
             raise offline_hint(model_id, exc) from None

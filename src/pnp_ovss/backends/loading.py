@@ -27,6 +27,15 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def straight_to(device: torch.device) -> dict:
+    """``from_pretrained`` options that put the weights on ``device`` as they are read (no whole CPU copy of the
+    model first, then a second on the GPU): ``device_map`` (needs ``accelerate``, a dependency); without
+    accelerate nothing, and the caller's ``.to(device)`` moves them afterwards."""
+    from importlib.util import find_spec
+
+    return {"device_map": str(device)} if find_spec("accelerate") is not None else {}
+
+
 def offline_hint(model_id: str, exc: Exception) -> ModelError:
     if not looks_like_hub_id(model_id):
         return ModelError(

@@ -59,7 +59,7 @@ def run_search_maps_job(dataset, image_ids: list[str], params: dict, work: Shard
     ``on_error: skip`` an unreadable image gets a skip record). Logs ``computed <id>`` per image through the
     model; writes the job's record; returns the ids computed."""
     from ..entries import write_gradcam_entry
-    from ..stages.gradcam import image_labels, model_for, read_batch_inputs
+    from ..stages.gradcam import image_labels, load_for_job, read_batch_inputs
     from ..stages.labels import read_label_entries
 
     log = work.logger(__name__)
@@ -71,7 +71,7 @@ def run_search_maps_job(dataset, image_ids: list[str], params: dict, work: Shard
                unit="img", disable=None if progress else True)  # None: no bar where stderr is not a terminal
     try:
         if todo:
-            loaded = model_for(params, device)
+            loaded = load_for_job(params, device, log, f"search maps {work.shard}")
             layers, heads = searched_layers_heads(loaded, params)
             labels = read_label_entries(work.upstream_dir, work.upstream_keys, todo)
             for batch in batches_of(todo, int(batch_size)):

@@ -28,7 +28,7 @@ from ..gradcam import ImageGradcam, uses_released_ade_input
 from ..ordering import batches_of
 from ..store import ImageMaps
 from ..vocab import caption_for
-from .job import ShardWork
+from .job import ShardWork, process_seconds
 
 
 @functools.lru_cache(maxsize=2)
@@ -48,6 +48,20 @@ def model_for(params: dict, device: str):
     ``vision_attention`` absent = eager)."""
     return cached_model(str(params["model"]), int(params["image_size"]), device, str(params.get("backend", "blip")),
                         str(params.get("vision_attention", "eager")))
+
+
+def load_for_job(params: dict, device: str, log, what: str):
+    """The job's model (:func:`model_for`); when this call loaded it, the job's set-up — from the process's
+    start to the weights on the device — is logged apart from its model time: ``<what>: set-up N s (...)``."""
+    misses = cached_model.cache_info().misses
+    started = time.perf_counter()
+    loaded = model_for(params, device)
+    weights = time.perf_counter() - started
+    if cached_model.cache_info().misses > misses:
+        set_up = process_seconds()
+        log.info("%s: set-up %.2f s (process start to the model on %s: %.2f s start and imports, %.2f s weights)",
+                 what, set_up, loaded.device, set_up - weights, weights)
+    return loaded
 
 
 def images_to_compute(batch: list[str], done: set[str], batch_dependent: bool) -> list[str]:
@@ -147,6 +161,24 @@ def run_model(inputs: BatchInputs, params: dict, loaded) -> dict[str, ImageGradc
     if inputs.model_ids:
         out = loaded.gradcam_batch(inputs.pixels, inputs.names, params)
         results.update(zip(inputs.model_ids, out))
+    return results
+
+
+def simulated_model(inputs: BatchInputs, params: dict, seconds_per_image: float) -> dict[str, ImageGradcam]:
+    """Benchmarks only (``gradcam.simulate_gpu``, ``benchmarks/pipeline_speed.py --simulate-gpu``): stands in
+    for the model on a GPU, taking ``seconds_per_image`` per image through the model and making up maps and
+    dropped patches of the real shapes (the same for the same image id), so that every later stage does its
+    real work on them. The stage's key holds the setting: made-up maps never mix with real ones."""
+    import hashlib
+
+    time.sleep(seconds_per_image * len(inputs.model_ids))
+    results = {image_id: empty_result(params, inputs.grid) for image_id in inputs.no_class}
+    d, k, g = int(params["drop_iter"]), int(params["drop_patches"]), inputs.grid
+    for image_id, names in zip(inputs.model_ids, inputs.names):
+        rng = np.random.default_rng(int(hashlib.sha256(image_id.encode()).hexdigest()[:12], 16))
+        maps = rng.random((len(names), d, g, g), dtype=np.float32)
+        dropped = rng.permutation(g * g)[: d * k].reshape(d, k).astype(np.int32)
+        results[image_id] = ImageGradcam(maps, dropped, caption_for(names).strip())
     return results
 
 
@@ -264,7 +296,7 @@ def run_gradcam_job(
     batch_dependent = not bool(params.get("exclude_sep_rows", False))
     batches = [(batch, todo) for batch in batches_of(image_ids, int(params["batch_size"]))
                if (todo := images_to_compute(batch, done, batch_dependent))]
-    loaded = model_for(params, device) if batches else None
+    loaded = load_for_job(params, device, log, f"gradcam {shard}") if batches else None
     computed: list[str] = []
     skipped_ids: list[str] = []
     stored = 0
@@ -301,11 +333,20 @@ def run_gradcam_job(
             after_image("gradcam", stored)
 
     spent: dict = {} if timings is None else timings
+    simulate = params.get("simulate_gpu")
+    if simulate is None:
+        compute = functools.partial(run_model, params=params, loaded=loaded)
+    else:
+        compute = functools.partial(simulated_model, params=params, seconds_per_image=float(simulate))
+        log.warning("gradcam %s: simulating a GPU (gradcam.simulate_gpu %s s per image): the maps are made up", shard,
+                    simulate)
     try:
-        pipelined(batches, read, lambda inputs: run_model(inputs, params, loaded), write, overlap=overlap, timings=spent)
+        pipelined(batches, read, compute, write, overlap=overlap, timings=spent)
     finally:
         bar.close()
     if batches:
+        log.info("gradcam %s: %d images through the model in %.2f s", shard,
+                 sum(len(todo) for _, todo in batches), spent["compute"])
         log.info("gradcam %s: read+preprocess %.2f s, model %.2f s, write %.2f s, wall %.2f s (%s)", shard,
                  spent["read"], spent["compute"], spent["write"], spent["wall"],
                  "reads and writes beside the model" if overlap else "one after another")

@@ -153,6 +153,24 @@ class ShardWork:
         write_job_record(self.record, stage, self.shard, image_ids, computed, skipped or [])
 
 
+_IMPORTED_AT = __import__("time").perf_counter()
+
+
+def process_seconds() -> float:
+    """Seconds since this process started (Linux: from /proc, so the interpreter's start and every import
+    count; elsewhere since this module was imported): a model job's set-up, logged apart from its model time."""
+    import time
+
+    try:
+        with open("/proc/self/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        with open("/proc/uptime") as fh:
+            uptime = float(fh.read().split()[0])
+        return max(0.0, uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return time.perf_counter() - _IMPORTED_AT
+
+
 def stage_logger(log_path: str | None, name: str) -> logging.Logger:
     """A logger whose records (and those of every pnp_ovss module) go to the rule's log file."""
     pkg = logging.getLogger("pnp_ovss")
