@@ -254,7 +254,7 @@ def write_gradcam_entry(stage_dir, key: str, item, stage: str = "gradcam", upstr
     """One image's GradCAM store (a Zarr group holding the image's group, as in the shard stores), sealed
     (``upstream``: the digest of the labels entry it was made from); the search's maps (``stage="search"``)
     are stored the same way."""
-    from .store import open_store, write_image_maps
+    from .store import write_store_folder
 
     final = entry_path(stage_dir, stage, key)
     if final.exists():
@@ -262,7 +262,7 @@ def write_gradcam_entry(stage_dir, key: str, item, stage: str = "gradcam", upstr
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".{key}.{os.getpid()}.tmp.zarr"
     shutil.rmtree(tmp, ignore_errors=True)
-    write_image_maps(open_store(tmp, create=True), item, complete=True)
+    write_store_folder(tmp, item)
     seal(tmp, final, upstream)
     publish(tmp, final, existing="keep")
     return final
