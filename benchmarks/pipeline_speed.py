@@ -48,18 +48,25 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "src"))
 
-CLASSES = ("sky", "mountain", "water", "grass", "tree")
+from pnp_ovss.demo import CLASSES  # noqa: E402  (annotation value = 1-based index in this list)
 
 
-def write_images(folder: Path, n: int, width: int, height: int) -> None:
+def write_images(folder: Path, annotations: Path, n: int, width: int, height: int) -> None:
+    """``n`` demo-like landscapes at ``width`` x ``height`` and their ground truth (so the evaluation runs too);
+    what exists is kept."""
     from PIL import Image
 
     from pnp_ovss.demo import render_scene
 
     folder.mkdir(parents=True, exist_ok=True)
+    annotations.mkdir(parents=True, exist_ok=True)
     for i in range(n):
-        rgb, _ = render_scene(1000 + i, ("mountain", "water", "grass", "tree"))
-        Image.fromarray(rgb).resize((width, height), Image.BICUBIC).save(folder / f"img_{i:05d}.jpg", quality=92)
+        image, truth = folder / f"img_{i:05d}.jpg", annotations / f"img_{i:05d}.png"
+        if image.is_file() and truth.is_file():
+            continue
+        rgb, labels = render_scene(1000 + i, ("mountain", "water", "grass", "tree"))
+        Image.fromarray(rgb).resize((width, height), Image.BICUBIC).save(image, quality=92)
+        Image.fromarray(labels).resize((width, height), Image.NEAREST).save(truth)
 
 
 def write_large_blip(directory: Path) -> Path:
@@ -157,9 +164,10 @@ _SETUP = re.compile(r": set-up ([\d.]+) s")
 _MODEL = re.compile(r": (\d+) images through the model in ([\d.]+) s")
 
 
-def simulated_figures(results: Path, rows: dict, n_images: int, seconds: float, cores: int, wall: float) -> list[str]:
-    """The lines of a ``--simulate-gpu`` run: per model job its images, set-up and model seconds; the model
-    stage's busy fraction; wall / ideal with its parts."""
+def model_stage_figures(results: Path, rows: dict, n_images: int, seconds: float | None, cores: int,
+                        wall: float) -> list[str]:
+    """Per model job its images, set-up and model seconds; the model stage's busy fraction; wall / ideal with
+    its parts. ``seconds``: the (simulated) model seconds per image; None = as measured (a real run)."""
     import json
 
     lines = []
@@ -178,6 +186,8 @@ def simulated_figures(results: Path, rows: dict, n_images: int, seconds: float, 
         if end > last_end:
             last_job, last_end = record, end
     stage_wall = max(e for _, _, e in spans) - min(s for _, s, _ in spans)
+    if seconds is None:
+        seconds = model_total / n_images
     cpu_stages = [s for s in rows if s not in ("gradcam", "search")]
     cpu_seconds = sum(float(r["s"]) for s in cpu_stages for r in rows[s])
     last = shard_range(last_job["shard"])
@@ -217,11 +227,12 @@ def main(argv=None) -> int:
     ap.add_argument("--model-job-images", type=int, help="model_jobs.images (default: sized by the workflow)")
     a = ap.parse_args(argv)
     if a.simulate_gpu is not None and a.size == ap.get_default("size"):
-        a.size = "96x72"  # small enough that the CPU stages are not the bound on a small machine
+        a.size = "64x48"  # small enough that the CPU stages are not the bound on a small machine
     width, height = (int(x) for x in a.size.lower().split("x"))
     cores = a.cores or len(os.sched_getaffinity(0))
     if a.simulate_gpu is not None:
-        shard = a.shard_size or max(a.batch_size, -(-a.images // (10 * cores)))
+        # CPU jobs of a few hundred images: each pays about 3 s of start-up (python, torch, scipy)
+        shard = a.shard_size or max(a.batch_size, -(-a.images // (5 * cores)))
     else:
         shard = a.shard_size or max(2 * a.batch_size, -(-a.images // 4))
     shard = -(-shard // a.batch_size) * a.batch_size  # faithful shards hold whole batches
@@ -230,16 +241,17 @@ def main(argv=None) -> int:
     work = Path(a.workdir or tmp.name)
     try:
         wf = work / "wf"
-        if not wf.exists():
-            wf.mkdir(parents=True)
-            for name in ("Snakefile", "rules", "workflow", "config", "envs", "profiles"):
-                src = ROOT / name
-                (shutil.copytree if src.is_dir() else shutil.copy)(src, wf / name)
+        wf.mkdir(parents=True, exist_ok=True)
+        for name in ("Snakefile", "rules", "workflow", "config", "envs", "profiles"):  # this checkout's, every run
+            src, dst = ROOT / name, wf / name
+            if dst.is_dir():
+                shutil.rmtree(dst)
+            (shutil.copytree if src.is_dir() else shutil.copy)(src, dst)
+        if not (wf / "src").exists():
             (wf / "src").symlink_to(ROOT / "src")
         shutil.rmtree(wf / "results", ignore_errors=True)
-        images = work / "images"
-        if not images.is_dir():
-            write_images(images, a.images, width, height)
+        images, annotations = work / "images", work / "annotations"
+        write_images(images, annotations, a.images, width, height)
         model = Path(a.model) if a.model else work / "blip-large-random"
         if not a.model and not (model / "config.json").is_file():
             print("writing a BLIP-ITM-large checkpoint with random weights ...", flush=True)
@@ -251,7 +263,8 @@ def main(argv=None) -> int:
             gradcam = f"model: {model}, device: cpu, batch_size: {a.batch_size}, threads: 1, simulate_gpu: {a.simulate_gpu}"
             jobs = ", ".join(x for x in (jobs, f"sized_for: gpu, gpu_seconds_per_image: {a.simulate_gpu}") if x)
         cmd = [sys.executable, "-m", "snakemake", "--cores", str(cores), "--config", "dataset=folder",
-               f"images={images}", f"classes={','.join(CLASSES)}", f"shard_size={shard}", f"gradcam={{{gradcam}}}",
+               f"images={images}", f"annotations={annotations}", f"classes={','.join(CLASSES)}", f"shard_size={shard}",
+               f"gradcam={{{gradcam}}}",
                f"model_jobs={{{jobs}}}"]
         print(" ".join(cmd), flush=True)
         busy0, total0 = cpu_times()
@@ -303,9 +316,8 @@ def main(argv=None) -> int:
                   f"it; {hidden:.2f} s of the {read + write:.2f} s hidden by the overlap (wall {job_wall:.1f} s)")
         if peaks:
             print(f"peak GPU memory of a gradcam job (torch): {max(peaks):.2f} GiB")
-        if a.simulate_gpu is not None:
-            for line in simulated_figures(results, rows, a.images, a.simulate_gpu, cores, wall):
-                print(line)
+        for line in model_stage_figures(results, rows, a.images, a.simulate_gpu, cores, wall):
+            print(line)
         return 0
     finally:
         if tmp is not None:

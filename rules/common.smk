@@ -71,6 +71,9 @@ PLAN = make_plan(config, repair=REPAIRS, write_memos=not LOOKS_ONLY, looks_only=
 # threads of the model rules (gradcam, search maps): a few on a GPU so that refine/evaluate/labels jobs fill
 # the other cores meanwhile, every core on the CPU (config gradcam.threads overrides)
 MODEL_JOB_THREADS = model_job_threads(config["gradcam"], MODEL_ON_GPU)
+# the GPUs a model job takes (resources: gpu): one, unless it runs on the CPU; a simulated GPU (gradcam.simulate_gpu,
+# benchmarks/pipeline_speed.py) is taken like a real one, one job at a time
+MODEL_JOB_GPUS = 0 if config["gradcam"]["device"] == "cpu" and config["gradcam"].get("simulate_gpu") is None else 1
 # among the jobs ready to start: a model job first (the GPU must not wait), then labels (the next model job's
 # images), then the CPU stages behind them
 PRIORITY = {"model": 20, "labels": 10}

@@ -20,7 +20,7 @@ rule gradcam:
         device=config["gradcam"]["device"],
     threads: MODEL_JOB_THREADS  # GPU: a few (gradcam.threads); CPU: every core (capped at --cores)
     resources:
-        gpu=lambda wc: 0 if config["gradcam"]["device"] == "cpu" else 1,
+        gpu=MODEL_JOB_GPUS,
         mem_mb=16000,
     priority: PRIORITY["model"]
     conda:

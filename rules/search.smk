@@ -22,7 +22,7 @@ rule search_maps:
         batch_size=config["search"]["batch_size"],
     threads: MODEL_JOB_THREADS  # as the gradcam jobs
     resources:
-        gpu=lambda wc: 0 if config["gradcam"]["device"] == "cpu" else 1,
+        gpu=MODEL_JOB_GPUS,
         mem_mb=16000,
     priority: PRIORITY["model"]
     conda:
@@ -54,7 +54,7 @@ rule search_score:
         batch_size=config["search"]["batch_size"],
     threads: MODEL_JOB_THREADS  # as the gradcam jobs
     resources:
-        gpu=lambda wc: 0 if config["gradcam"]["device"] == "cpu" else 1,
+        gpu=MODEL_JOB_GPUS,
         mem_mb=16000,
     conda:
         "../envs/pnp-ovss.yaml"
