@@ -139,3 +139,21 @@ def test_a_record_written_for_a_job_without_work_is_dated_like_its_results(tmp_p
     assert sync_job_records(plan)[0] == 3
     for job in plan.stage_jobs[lh]:
         assert os.stat(plan.record_path(job)).st_mtime_ns == old + len(job.ids) - 1
+
+
+def test_a_model_job_imports_nothing_it_does_not_use():
+    """The set-up of a gradcam job is its imports and its weights: the rule script's modules pull in no
+    table, plotting, API, search or DenseCRF library (each costs a model job start-up time, on every job)."""
+    import subprocess
+    import sys
+
+    from support import ROOT
+
+    heavy = ("pandas", "matplotlib", "openai", "optuna", "scipy", "pydensecrf", "pycocotools", "transformers")
+    code = (
+        "import sys; sys.path.insert(0, 'src');"
+        "import pnp_ovss.stages.gradcam, pnp_ovss.stages.job, pnp_ovss.stages.labels, pnp_ovss.datasets;"
+        f"print(' '.join(m for m in {heavy!r} if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == []  # transformers comes with the backend, when the model is loaded
