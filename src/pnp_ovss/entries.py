@@ -160,6 +160,23 @@ def check_view(view: str | os.PathLike, key: str) -> str | None:
     return problem
 
 
+#: the arrays of an evaluation job's result (``evaluate/<hash>/shards/<job>.npz``); one written before an array
+#: existed (the boundary counts came with Boundary IoU) is recounted
+SHARD_ARRAYS = ("hist", "boundary_intersection", "boundary_union", "n_images", "skipped_ids", "skipped_reasons")
+
+
+def _lacks_arrays(entry: Path) -> str | None:
+    """Why an evaluation job's result cannot be reused as it is: an array it lacks (made by an earlier version)."""
+    import numpy as np
+
+    try:
+        with np.load(entry) as z:
+            missing = [a for a in SHARD_ARRAYS if a not in z.files]
+    except Exception as exc:  # noqa: BLE001 - an unreadable file is not reusable
+        return f"unreadable ({type(exc).__name__}: {exc})"
+    return f"it was made before {', '.join(missing)} were counted" if missing else None
+
+
 def check_entry(stage: str, entry: str | os.PathLike, upstream: str | None = None) -> tuple[str | None, str | None]:
     """``(problem, digest)`` of an entry: problem None when it may be reused. Its files must match its seal
     (size and sha256; a file whose mtime alone changed is re-hashed) and, when ``upstream`` is given, it must
@@ -172,7 +189,7 @@ def check_entry(stage: str, entry: str | os.PathLike, upstream: str | None = Non
         record = read_json(seal_path(entry))
         recorded = record["files"]
     except Exception:  # noqa: BLE001 - no seal, or an unreadable one: read the entry itself
-        problem = _decodes(stage, entry)
+        problem = _decodes(stage, entry) or (_lacks_arrays(entry) if stage == "evaluate" else None)
         if problem:
             return problem, None
         try:
@@ -193,6 +210,8 @@ def check_entry(stage: str, entry: str | os.PathLike, upstream: str | None = Non
             return f"{name or 'the file'} changed since it was written (damaged or edited)", None
     if upstream is not None and record.get("upstream") not in (None, upstream):
         return "it was made from an earlier result of the stage above, which has been recomputed", None
+    if stage == "evaluate" and (problem := _lacks_arrays(entry)):
+        return problem, None
     return None, digest_of_facts(recorded)
 
 

@@ -31,3 +31,9 @@ STUDY_DB = "study.journal"  # the Optuna study (journal storage)
 HEATMAP_PNG = "reward_heatmap.png"
 THRESHOLD_PNG = "reward_vs_threshold.png"
 SUMMARY_CSV = "summary.csv"
+
+
+#: the columns of a run's miou.csv before its parameters (stages/evaluate.write_tables); the dataset-level
+#: miou.csv view's key holds them, so a results folder from before a column existed (mBIoU) gets it rebuilt
+TABLE_COLUMNS = ("dataset", "protocol", "variant", "mIoU", "mBIoU", "pixel_accuracy", "mean_accuracy",
+                 "n_classes_scored", "n_images", "n_skipped")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-from .layout import LEGACY_STAGE_FOLDER, STAGE_FOLDER
+from .layout import LEGACY_STAGE_FOLDER, STAGE_FOLDER, TABLE_COLUMNS
 from .entries import SUFFIX, check_entry, entries_dir, is_done, listing, names_in, set_aside, write_job_record
 from .config import SWEEPABLE, Run, flat_run_parameters, model_job_images, normalise, plan_runs, resolve_fixes
 from .config import resolved_label_source
@@ -492,7 +492,9 @@ def view_keys(plan: Plan, config: dict) -> dict[str, str]:
             for r in plan.runs]
     keys = {"latest": key_of("latest", plan.out, runs), "last_run": key_of("last-run", without_scheduling(config))}
     if plan.evaluates:
-        keys["miou"] = key_of("miou", [(r.evaluate, plan.eval_sets[r.evaluate]) for r in plan.runs])
+        # the tables' columns are part of what the view shows: a results folder from before a column existed
+        # (mBIoU) gets its dataset-level miou.csv rebuilt from the recounted tables
+        keys["miou"] = key_of("miou", [(r.evaluate, plan.eval_sets[r.evaluate]) for r in plan.runs], TABLE_COLUMNS)
     return keys
 
 

@@ -8,9 +8,9 @@ job = JobContext.from_snakemake(snakemake, "evaluate")  # noqa: F821 (injected b
 protocol = job.protocol
 job.write_params()
 work = job.params.work
-hist, n, skipped, made_from = run_evaluate_job(
+counts, n, skipped, made_from = run_evaluate_job(
     job.dataset, list(job.params.ids), protocol, upstream_keys=work["upstream"],
     upstream_dir=Path(job.params.upstream_dir), on_error=job.config["on_error"],
 )
 job.log.info("evaluate %s: %d images scored, %d skipped", work["shard"], n, len(skipped))
-save_shard(job.output, hist, n, skipped, made_from)
+save_shard(job.output, counts, n, skipped, made_from)

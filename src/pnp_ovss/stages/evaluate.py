@@ -14,7 +14,7 @@ from ..datasets import Dataset
 from ..errors import DatasetError
 from ..identity import key_of
 from ..io import atomic_write_text, read_label_png
-from ..metrics import confusion, summarise
+from ..metrics import boundary_counts, confusion, summarise
 from ..protocols import Protocol
 
 log = logging.getLogger(__name__)
@@ -28,8 +28,8 @@ def run_evaluate_job(
     upstream_keys: dict[str, str],
     upstream_dir: Path,
     on_error: str = "fail",
-) -> tuple[np.ndarray, int, list[dict], str | None]:
-    """Confusion matrix of a shard job's images, read from the per-image label maps of ``upstream_dir`` (the
+) -> tuple[Counts, int, list[dict], str | None]:
+    """Confusion matrix and boundary counts (:class:`Counts`) of a shard job's images, read from the per-image label maps of ``upstream_dir`` (the
     refine stage folder: ``images/<key>.png``; an image skipped upstream is listed with its stage and
     reason). Evaluate keeps no per-image entries: the rule saves the result (:func:`save_shard`)."""
     from ..entries import entry_path, read_skip, verified_digest
@@ -44,16 +44,45 @@ def run_evaluate_job(
         else:
             masks[image_id] = path
             digests.append(verified_digest("refine", path, image_id) if path.is_file() else None)
-    hist, scored, more = evaluate_masks(dataset, protocol, masks, on_error)
+    counts, scored, more = evaluate_masks(dataset, protocol, masks, on_error)
     made_from = None if None in digests else key_of(list(zip(image_ids, digests)))
-    return hist, scored, skipped + more, made_from
+    return counts, scored, skipped + more, made_from
+
+
+class Counts:
+    """What an evaluation adds up over images: the confusion matrix ``hist`` [n, n + 1] and, per class, the
+    boundary intersection and union (Boundary IoU, :func:`pnp_ovss.metrics.boundary_counts`)."""
+
+    def __init__(self, n_class: int):
+        self.hist = np.zeros((n_class, n_class + 1), dtype=np.int64)
+        self.boundary_intersection = np.zeros(n_class, np.int64)
+        self.boundary_union = np.zeros(n_class, np.int64)
+
+    def add_image(self, gt: np.ndarray, pred: np.ndarray) -> None:
+        n = self.hist.shape[0]
+        self.hist += confusion(gt, pred, n)
+        inter, union = boundary_counts(gt, pred, n)
+        self.boundary_intersection += inter
+        self.boundary_union += union
+
+    def add(self, other: Counts) -> None:
+        if other.hist.shape != self.hist.shape:
+            raise DatasetError(f"confusion matrix {other.hist.shape} differs from the others {self.hist.shape}")
+        self.hist += other.hist
+        self.boundary_intersection += other.boundary_intersection
+        self.boundary_union += other.boundary_union
+
+    @property
+    def boundary(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.boundary_intersection, self.boundary_union
 
 
 def evaluate_masks(
     dataset: Dataset, protocol: Protocol, masks: dict[str, Path], on_error: str = "fail"
-) -> tuple[np.ndarray, int, list[dict]]:
-    """Confusion matrix of predicted label maps ``{image_id: png path}`` against the ground truth."""
-    hist = np.zeros((protocol.n_class, protocol.n_class + 1), dtype=np.int64)
+) -> tuple[Counts, int, list[dict]]:
+    """Confusion matrix and boundary counts of predicted label maps ``{image_id: png path}`` against the
+    ground truth."""
+    counts = Counts(protocol.n_class)
     skipped = []
     scored = 0
     for image_id, mask_path in masks.items():
@@ -73,13 +102,14 @@ def evaluate_masks(
             skipped.append({"image_id": image_id, "stage": "evaluate", "reason": str(exc)})
             log.warning("skipped %s: %s", image_id, exc)
             continue
-        hist += confusion(gt, protocol.pred_to_eval(pred), protocol.n_class)
+        counts.add_image(gt, protocol.pred_to_eval(pred))
         scored += 1
-    return hist, scored, skipped
+    return counts, scored, skipped
 
 
-def save_shard(path: Path, hist: np.ndarray, n_images: int, skipped: list[dict], made_from: str | None = None) -> None:
-    """A shard's confusion matrix, sealed with the digests of the label maps it was made from."""
+def save_shard(path: Path, counts: Counts, n_images: int, skipped: list[dict], made_from: str | None = None) -> None:
+    """A shard's confusion matrix and boundary counts, sealed with the digests of the label maps it was made
+    from (the arrays: :data:`pnp_ovss.entries.SHARD_ARRAYS`)."""
     from ..entries import write_sealed_bytes
 
     import io
@@ -87,7 +117,9 @@ def save_shard(path: Path, hist: np.ndarray, n_images: int, skipped: list[dict],
     buf = io.BytesIO()
     np.savez(
         buf,
-        hist=hist,
+        hist=counts.hist,
+        boundary_intersection=counts.boundary_intersection,
+        boundary_union=counts.boundary_union,
         n_images=np.int64(n_images),
         skipped_ids=np.array([r["image_id"] for r in skipped], dtype=str),
         skipped_reasons=np.array([f"{r['stage']}: {r['reason']}" for r in skipped], dtype=str),
@@ -95,17 +127,21 @@ def save_shard(path: Path, hist: np.ndarray, n_images: int, skipped: list[dict],
     write_sealed_bytes(path, buf.getvalue(), upstream=made_from)
 
 
-def sum_shards(paths: list[Path]) -> tuple[np.ndarray, int, list[dict]]:
+def sum_shards(paths: list[Path]) -> tuple[Counts, int, list[dict]]:
     total, n_images, skipped = None, 0, []
     for p in paths:
         with np.load(p) as z:
-            hist = z["hist"]
+            shard = Counts(z["hist"].shape[0])
+            shard.hist[...] = z["hist"]
+            shard.boundary_intersection[...] = z["boundary_intersection"]
+            shard.boundary_union[...] = z["boundary_union"]
             if total is None:
-                total = hist.astype(np.int64).copy()
-            elif hist.shape != total.shape:
-                raise DatasetError(f"{p}: confusion matrix {hist.shape} differs from the others {total.shape}")
+                total = shard
             else:
-                total += hist
+                try:
+                    total.add(shard)
+                except DatasetError as exc:
+                    raise DatasetError(f"{p}: {exc}") from None
             n_images += int(z["n_images"])
             skipped += [{"image_id": i, "reason": r} for i, r in zip(z["skipped_ids"], z["skipped_reasons"])]
     if total is None:
@@ -123,13 +159,14 @@ def write_tables(
     skipped_csv: Path,
 ) -> dict:
     """Sum the shards; write miou.csv (one row), per_class_iou.csv and skipped.csv; return the row."""
-    hist, n_images, skipped = sum_shards(shard_paths)
-    table, summary = summarise(hist, protocol.class_names, protocol.averaging)
+    counts, n_images, skipped = sum_shards(shard_paths)
+    table, summary = summarise(counts.hist, protocol.class_names, protocol.averaging, counts.boundary)
     row = {
         "dataset": dataset_name,
         "protocol": protocol.name,
         "variant": protocol.variant,
         "mIoU": round(100 * summary["mIoU"], 4),
+        "mBIoU": round(100 * summary["mBIoU"], 4),
         "pixel_accuracy": round(100 * summary["pixel_accuracy"], 4),
         "mean_accuracy": round(100 * summary["mean_accuracy"], 4),
         "n_classes_scored": summary["n_classes_scored"],
@@ -138,7 +175,8 @@ def write_tables(
         **run_parameters,
     }
     atomic_write_text(miou_csv, pd.DataFrame([row]).to_csv(index=False))
-    table = table.assign(iou=(100 * table["iou"]).round(4), accuracy=(100 * table["accuracy"]).round(4))
+    table = table.assign(iou=(100 * table["iou"]).round(4), boundary_iou=(100 * table["boundary_iou"]).round(4),
+                         accuracy=(100 * table["accuracy"]).round(4))
     atomic_write_text(per_class_csv, table.to_csv(index=False))
     atomic_write_text(skipped_csv, pd.DataFrame(skipped, columns=["image_id", "reason"]).to_csv(index=False))
     return row
