@@ -39,10 +39,6 @@ def only_looks():
     return bool(workflow.output_settings and workflow.output_settings.dryrun) or not workflow.check_envvars or report_only
 
 
-#: whether the per-rule resources (a profile's set-resources) give the gradcam rule a GPU (None: they say nothing)
-PROFILE_GPU = profile_gives_gpu(workflow.resource_settings.overwrite_resources)
-
-
 def model_jobs_sized_for_gpu():
     """Whether the model jobs (gradcam, search maps) are cut for a GPU (config model_jobs.sized_for): decided by
     the main snakemake process — from the config, the profile's resources for gradcam, this machine — and
@@ -51,13 +47,14 @@ def model_jobs_sized_for_gpu():
     inherited = os.environ.get(SIZED_FOR_ENV)
     if not workflow.is_main_process and inherited in ("gpu", "cpu"):
         return inherited == "gpu"
-    on_gpu = model_jobs_on_gpu(config, gpu_visible(), PROFILE_GPU)
+    profile = profile_gives_gpu(workflow.resource_settings.overwrite_resources)
+    on_gpu = model_jobs_on_gpu(config, gpu_visible(), profile)
     os.environ[SIZED_FOR_ENV] = "gpu" if on_gpu else "cpu"
     return on_gpu
 
 
 MODEL_ON_GPU = model_jobs_sized_for_gpu()
-if config["gradcam"]["device"] == "cpu" and PROFILE_GPU:
+if config["gradcam"]["device"] == "cpu" and profile_gives_gpu(workflow.resource_settings.overwrite_resources):
     logger.warning("pnp-ovss: gradcam.device is cpu but the resources (a profile's set-resources) ask a GPU for the "
                    "gradcam jobs: set `gpu: 0` for gradcam and search_maps there, or gradcam.device auto")
 
