@@ -122,6 +122,13 @@ _ALL = (
         answer_loop_over_classes=True, prompt_categories="coco_pairs", prompt_excluded_ids=(183,), pnp_n_class=183,
         pnp_background_name="unlabeled", mmseg_variants=("coco_stuff171",), expected_images=5000,
     ),
+    DatasetDescriptor(
+        name="cityscapes", title="Cityscapes", vocabulary="cityscapes",
+        layout="cityscapes/{leftImg8bit,gtFine}/val/<city>/ (*_leftImg8bit.png, *_gtFine_labelIds.png)",
+        split="val (500)", adapter="pnp_ovss.datasets.benchmarks:Cityscapes", background_rule=BACKGROUND_FEWER_THAN_3,
+        default_labels_source="list", pnp_n_class=20, pnp_background_name="void", mmseg_variants=("city19",),
+        expected_images=500,
+    ),
 )
 
 DESCRIPTORS: dict[str, DatasetDescriptor] = {d.name: d for d in _ALL}

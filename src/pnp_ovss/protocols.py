@@ -3,7 +3,7 @@
 ``pnp``   exactly as the released code (ALGORITHM.md §1, §7): dataset ids, class 0 counted, mean over
           classes with ground-truth pixels.
 ``mmseg`` mmsegmentation's IoUMetric conventions (VOC21/VOC20, PC60/PC59, COCO-Object 81,
-          COCO-Stuff 171, ADE150; 255 ignored; mean over classes with a non-empty union).
+          COCO-Stuff 171, ADE150, Cityscapes 19; 255 ignored; mean over classes with a non-empty union).
 
 Predictions are label maps in dataset ids (0 = background). ``Protocol.pred_to_eval`` maps them to
 evaluation ids; a prediction that is no class of the protocol becomes ``n_class`` (void): it is wrong for
@@ -87,7 +87,7 @@ def get_protocol(dataset: str, protocol: str, vocabulary: Vocabulary, variant: s
         # background is class 0, the vocabulary follows in order
         eval_names = ["background"] + names
         mapping = {0: 0, **{cid: k + 1 for k, cid in enumerate(ids)}}
-    elif variant in ("voc20", "pc59", "ade150"):
+    elif variant in ("voc20", "pc59", "ade150", "city19"):
         # reduce_zero_label: dataset id c -> c - 1, background is void
         eval_names = names
         mapping = {cid: k for k, cid in enumerate(ids)}

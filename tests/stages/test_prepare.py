@@ -166,6 +166,26 @@ def test_coco_object_instance_train_ids_follow_the_peers_converter(prepared):
         assert 255 not in got and 80 in got  # toothbrush (COCO 90) is the 80th thing
 
 
+def test_cityscapes_val_images_and_label_ids_are_copied_by_city(prepared):
+    data_root, info, _ = prepared
+    city = info["cityscapes"]
+    for stem in city["val"]:
+        town = stem.split("_", 1)[0]
+        for member, source in ((f"leftImg8bit/val/{town}/{stem}_leftImg8bit.png", city["images"]),
+                               (f"gtFine/val/{town}/{stem}_gtFine_labelIds.png", city["labels"])):
+            assert (data_root / "cityscapes" / member).read_bytes() == source[member]
+    written = sorted(p.relative_to(data_root / "cityscapes").as_posix() for p in (data_root / "cityscapes").rglob("*.*"))
+    assert len(written) == 2 * len(city["val"])  # no train/test image, no instanceIds/color/polygons
+    from pnp_ovss.datasets.benchmarks import Cityscapes
+
+    ds = Cityscapes(data_root)
+    assert ds.image_ids() == sorted(city["val"])
+    raw = png(data_root / "cityscapes" / f"gtFine/val/frankfurt/{city['val'][0]}_gtFine_labelIds.png")
+    gt = ds.ground_truth(city["val"][0], "mmseg")
+    assert np.array_equal(gt[raw == 7], np.zeros((raw == 7).sum())) and (gt[raw == 33] == 18).all()
+    assert (gt[raw == 0] == 255).all() and (gt[raw == 9] == 255).all()
+
+
 def test_coco_images_and_instances_json_are_where_the_adapters_read_them(prepared):
     data_root, info, _ = prepared
     coco = info["coco"]
@@ -182,7 +202,7 @@ def test_coco_images_and_instances_json_are_where_the_adapters_read_them(prepare
 
 def test_prepare_ends_with_datasets_check_of_each_benchmark(prepared):
     _, _, out = prepared
-    for name in ("voc", "psc", "ade20k", "coco_object", "coco_stuff"):
+    for name in ("voc", "psc", "ade20k", "coco_object", "coco_stuff", "cityscapes"):
         assert f"check: {name}: 3 images" in out
     assert "WARNING: 3 images; the complete voc split has 1449" in out
     assert "ground truth (mmseg)" in out
@@ -226,7 +246,8 @@ def test_extracted_folders_give_the_same_tree_as_the_archives(prepared, download
     shutil.copy(dl / "trainval_merged.json", ex)
     for name, dest in (("ADEChallengeData2016.zip", ex), ("val2017.zip", ex),
                        ("stuffthingmaps_trainval2017.zip", ex / "stuffthingmaps_trainval2017"),
-                       ("annotations_trainval2017.zip", ex)):
+                       ("annotations_trainval2017.zip", ex), ("leftImg8bit_trainvaltest.zip", ex),
+                       ("gtFine_trainvaltest.zip", ex / "gtFine_trainvaltest")):
         with zipfile.ZipFile(dl / name) as zf:
             zf.extractall(dest)
     out_root = tmp_path / "data"

@@ -1,4 +1,4 @@
-"""Fabricate a mini tree of the five benchmarks in their mmsegmentation layout, with each format's quirks.
+"""Fabricate a mini tree of the six benchmarks in their mmsegmentation layout, with each format's quirks.
 
     python tests/fabricate.py DIR [--images N]
 
@@ -10,6 +10,8 @@
   (mmseg, 0..170) + `_instanceTrainIds.png` (COCO-Object as the peers' converter: 1..80 things, 0 for
   stuff and unlabeled).
 - COCO instances_val2017.json: polygons and a crowd RLE, overlapping instances (first wins).
+- Cityscapes: leftImg8bit/val/<city>/<id>_leftImg8bit.png (RGB PNG, 2:1) and gtFine/val/<city>/
+  <id>_gtFine_labelIds.png (official label ids 0..33, void ids among them), two cities.
 Sizes differ per image; the contents are random but deterministic. Returns nothing; writes files.
 """
 
@@ -163,11 +165,33 @@ def _rle_counts(mask: np.ndarray) -> list[int]:
     return [int(c) for c in counts]
 
 
+#: label ids of a fabricated Cityscapes map: road, car, sky, and the void ids static (4) and parking (9)
+CITYSCAPES_LABEL_IDS = [7, 26, 23, 4, 9]
+
+
+def cityscapes_ids(n: int) -> list[str]:
+    return [f"{('frankfurt', 'lindau')[k % 2]}_{k:06d}_{19 + k:06d}" for k in range(n)]
+
+
+def cityscapes(root: Path, n: int, rng) -> list[str]:
+    base = root / "cityscapes"
+    ids = cityscapes_ids(n)
+    for k, image_id in enumerate(ids):
+        h, w = (32, 64) if k % 2 == 0 else (24, 48)
+        city = image_id.split("_", 1)[0]
+        path = base / "leftImg8bit" / "val" / city / f"{image_id}_leftImg8bit.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(path)
+        _png(base / "gtFine" / "val" / city / f"{image_id}_gtFine_labelIds.png", _blocks(h, w, CITYSCAPES_LABEL_IDS, rng))
+    return sorted(ids)
+
+
 def fabricate(root: Path, n: int = 4, seed: int = 0) -> dict[str, list[str]]:
     rng = np.random.default_rng(seed)
     root = Path(root)
     ids = {"voc": voc(root, n, rng), "psc": psc(root, n, rng), "ade20k": ade20k(root, n, rng)}
     ids["coco_object"] = ids["coco_stuff"] = coco(root, n, rng)
+    ids["cityscapes"] = cityscapes(root, n, rng)
     return ids
 
 

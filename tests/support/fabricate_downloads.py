@@ -10,6 +10,8 @@
 - ADEChallengeData2016.zip: validation and one training image, objectInfo150.txt, sceneCategories.txt.
 - val2017.zip, stuffthingmaps_trainval2017.zip (raw ids incl. stuff, 255 and one train map),
   annotations_trainval2017.zip (instances_val2017.json with polygons and a crowd RLE, images unsorted).
+- leftImg8bit_trainvaltest.zip, gtFine_trainvaltest.zip: val images of two cities (+ a train and a test image),
+  every gtFine file of an image (labelIds with void ids, instanceIds, color, polygons).
 
 :func:`fabricate_downloads` returns what the test needs to compute the expected files on its own: the ids,
 the raw stuff maps, and the Context annotations as (category id, bool mask) in file order.
@@ -184,12 +186,39 @@ def coco(root: Path, n: int, rng, sizes=SIZES) -> dict:
             "instances": instances}
 
 
+def _png_rgb_bytes(h: int, w: int, rng) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def cityscapes(root: Path, n: int, rng, sizes=SIZES) -> dict:
+    """leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip: val images of two cities plus one train and one
+    test image (not prepared), label ids 0..33 with void ids, and the other gtFine files of each image."""
+    val = [f"{('frankfurt', 'munster')[k % 2]}_{k:06d}_{19 + k:06d}" for k in range(n)]
+    images, labels = {"README": b"Cityscapes\n", "license.txt": b"license\n"}, {"README": b"gtFine\n"}
+    stems = [("val", s) for s in val] + [("train", "aachen_000000_000019"), ("test", "berlin_000000_000019")]
+    for k, (split, stem) in enumerate(stems):
+        h, w = sizes[k % len(sizes)]
+        city = stem.split("_", 1)[0]
+        images[f"leftImg8bit/{split}/{city}/{stem}_leftImg8bit.png"] = _png_rgb_bytes(h, w, rng)
+        gt = f"gtFine/{split}/{city}/{stem}_gtFine_"
+        labels[gt + "labelIds.png"] = _png_bytes(rng.integers(0, 34, (h, w)))
+        labels[gt + "instanceIds.png"] = _png_bytes(rng.integers(0, 34, (h, w)))
+        labels[gt + "color.png"] = _png_rgb_bytes(h, w, rng)
+        labels[gt + "polygons.json"] = b"{}"
+    _zip(root / "leftImg8bit_trainvaltest.zip", images)
+    _zip(root / "gtFine_trainvaltest.zip", labels)
+    return {"val": val, "images": images, "labels": labels}
+
+
 def fabricate_downloads(root: Path, n: int = 3, seed: int = 0, sizes=SIZES) -> dict:
     rng = np.random.default_rng(seed)
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     return {"voc": voc2012(root, n, rng, sizes), "psc": context(root, n, rng, sizes),
-            "ade20k": ade20k(root, n, rng, sizes), "coco": coco(root, n, rng, sizes)}
+            "ade20k": ade20k(root, n, rng, sizes), "coco": coco(root, n, rng, sizes),
+            "cityscapes": cityscapes(root, n, rng, sizes)}
 
 
 if __name__ == "__main__":

@@ -61,7 +61,32 @@ def test_coco_stuff_raw_ids_shift_by_one_and_unlabeled_is_zero(mini_tree):
     assert set(np.unique(gt)) == {0, 1, 18, 124}  # unlabeled, person, dog, grass
 
 
-@pytest.mark.parametrize("name", ["coco_stuff", "coco_object", "voc", "psc", "ade20k"])
+def test_cityscapes_label_ids_map_to_the_19_train_ids_as_cityscapesscripts(mini_tree):
+    # cityscapesscripts' helpers/labels.py, written out: (label id, train id) of every evaluated class
+    evaluated = [(7, 0), (8, 1), (11, 2), (12, 3), (13, 4), (17, 5), (19, 6), (20, 7), (21, 8), (22, 9), (23, 10),
+                 (24, 11), (25, 12), (26, 13), (27, 14), (28, 15), (31, 16), (32, 17), (33, 18)]
+    from pnp_ovss.datasets.benchmarks import cityscapes_dataset_id_table
+
+    table = cityscapes_dataset_id_table()
+    for label_id in range(34):
+        want = dict(evaluated).get(label_id)
+        assert table[label_id] == (0 if want is None else want + 1), label_id
+    root, ids = mini_tree
+    city = ds(root, "cityscapes", protocol="mmseg")
+    assert ids["cityscapes"] == city.image_ids() and city.image_path(ids["cityscapes"][0]).parent.name in ("frankfurt", "lindau")
+    i = ids["cityscapes"][0]
+    raw = read_label_png(city.annotation_path(i))
+    mm, pnp = city.ground_truth(i, "mmseg"), city.ground_truth(i, "pnp")
+    assert set(np.unique(raw).tolist()) == {4, 7, 9, 23, 26}
+    assert (mm[raw == 7] == 0).all() and (mm[raw == 26] == 13).all() and (mm[raw == 23] == 10).all()
+    assert (mm[np.isin(raw, [4, 9])] == 255).all() and (pnp[np.isin(raw, [4, 9])] == 0).all()
+    assert (pnp[raw == 26] == 14).all() and city.vocabulary.name(14) == "car" and len(city.vocabulary) == 19
+    assert city.background_rule == "fewer_than_3" and city.image_size(i) == (32, 64)
+    prot = get_protocol("cityscapes", "mmseg", city.vocabulary)
+    assert prot.variant == "city19" and prot.n_class == 19 and prot.class_names[0] == "road"
+
+
+@pytest.mark.parametrize("name", ["coco_stuff", "coco_object", "voc", "psc", "ade20k", "cityscapes"])
 def test_mmseg_prediction_mapping_agrees_with_the_mmseg_annotation(mini_tree, name):
     """Mapping the pnp ground truth (dataset ids) through the protocol's prediction table must give the
     mmseg annotation wherever that annotation is not ignored: the two id spaces are consistent."""

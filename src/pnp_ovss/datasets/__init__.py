@@ -7,7 +7,7 @@ from ..descriptors import DESCRIPTORS
 from ..errors import ConfigError
 from ..io import ImageReading
 from .base import Dataset
-from .benchmarks import ADE20K, VOC, COCOObject, COCOStuff, PascalContext
+from .benchmarks import ADE20K, VOC, COCOObject, COCOStuff, Cityscapes, PascalContext
 from .folder import Demo, Folder
 
 
@@ -32,4 +32,4 @@ def reading_of(cfg: dict, dataset: Dataset) -> ImageReading:
     )
 
 
-__all__ = ["Dataset", "get_dataset", "VOC", "PascalContext", "ADE20K", "COCOObject", "COCOStuff", "Folder", "Demo"]
+__all__ = ["Dataset", "get_dataset", "VOC", "PascalContext", "ADE20K", "COCOObject", "COCOStuff", "Cityscapes", "Folder", "Demo"]

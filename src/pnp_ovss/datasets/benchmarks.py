@@ -7,6 +7,7 @@ Layouts (see docs/datasets.md "Layouts"):
   coco_stuff   coco_stuff164k/{images/val2017, annotations/val2017/<id>.png (raw) and <id>_labelTrainIds.png}
   coco_object  coco_stuff164k/images/val2017, coco_stuff164k/annotations/val2017/<id>_instanceTrainIds.png
                (mmseg) and instances_val2017.json (pnp) in coco/annotations/ or coco_stuff164k/annotations/
+  cityscapes   cityscapes/leftImg8bit/val/<city>/<id>_leftImg8bit.png, cityscapes/gtFine/val/<city>/<id>_gtFine_labelIds.png
 """
 
 from __future__ import annotations
@@ -269,3 +270,75 @@ class COCOObject(_COCOBase):
         inst = _load_instances(str(self.instances_json))
         h, w = self.image_size(image_id)
         return rasterise_instances(inst["by_image"].get(int(image_id), []), h, w)
+
+
+#: cityscapesscripts' label table (helpers/labels.py): label id -> train id, 255 = not evaluated. Label ids 0..6,
+#: 9, 10, 14, 15, 16, 18, 29 and 30 (unlabeled, ego vehicle, ..., parking, rail track, guard rail, bridge, tunnel,
+#: polegroup, caravan, trailer) are void; license plate (-1) never appears in a labelIds PNG.
+CITYSCAPES_TRAIN_IDS = {
+    7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11, 25: 12, 26: 13, 27: 14,
+    28: 15, 31: 16, 32: 17, 33: 18,
+}
+
+
+def cityscapes_dataset_id_table() -> np.ndarray:
+    """[256] label id -> dataset id (train id + 1; 0 = void), the ids our label maps use."""
+    table = np.zeros(256, dtype=np.int64)
+    for label_id, train_id in CITYSCAPES_TRAIN_IDS.items():
+        table[label_id] = train_id + 1
+    return table
+
+
+class Cityscapes(Dataset):
+    """Cityscapes val (500 images of 2048x1024, fine annotations). Ground truth is read from the official
+    ``*_gtFine_labelIds.png`` and mapped with cityscapesscripts' table to dataset ids 1..19 (train id + 1) with
+    0 for void; ``mmseg`` scores train ids 0..18 with void ignored (255), mmseg's ``city19``; ``pnp`` scores
+    dataset ids with void counted as class 0, as the released code counts ADE20K's "other"."""
+
+    name = "cityscapes"
+    IMAGE_SUFFIX = "_leftImg8bit.png"
+    LABEL_SUFFIX = "_gtFine_labelIds.png"
+
+    def __init__(self, data_root: Path, mmseg_variant: str | None = None):
+        super().__init__(Path(data_root) / "cityscapes", load_vocabulary("cityscapes"))
+        require_dir(self.root, "Cityscapes folder",
+                    _made_by_prepare("cityscapes", "<data_root>/cityscapes with leftImg8bit/ and gtFine/"))
+        require_dir(self.root / "leftImg8bit" / "val", "Cityscapes leftImg8bit/val folder",
+                    "the val images by city, from leftImg8bit_trainvaltest.zip")
+        require_dir(self.root / "gtFine" / "val", "Cityscapes gtFine/val folder",
+                    "the fine annotations by city, from gtFine_trainvaltest.zip")
+        self._cities: dict[str, str] | None = None
+
+    def _city_of(self) -> dict[str, str]:
+        if self._cities is None:
+            cities = {}
+            for path in (self.root / "leftImg8bit" / "val").glob(f"*/*{self.IMAGE_SUFFIX}"):
+                cities[path.name[: -len(self.IMAGE_SUFFIX)]] = path.parent.name
+            self._cities = cities
+        return self._cities
+
+    def image_ids(self) -> list[str]:
+        ids = sorted(self._city_of())
+        if not ids:
+            raise DatasetError(f"{self.root / 'leftImg8bit' / 'val'}: no <city>/*{self.IMAGE_SUFFIX} images")
+        return ids
+
+    def _city(self, image_id: str) -> str:
+        # an id is <city>_<sequence>_<frame>; the index knows it, the prefix is its fallback
+        return self._city_of().get(image_id) or image_id.split("_", 1)[0]
+
+    def image_path(self, image_id: str) -> Path:
+        return self.root / "leftImg8bit" / "val" / self._city(image_id) / f"{image_id}{self.IMAGE_SUFFIX}"
+
+    def annotation_path(self, image_id: str) -> Path:
+        return self.root / "gtFine" / "val" / self._city(image_id) / f"{image_id}{self.LABEL_SUFFIX}"
+
+    def ground_truth(self, image_id: str, protocol: str) -> np.ndarray:
+        label_ids = self._read_annotation(image_id)
+        if label_ids.max(initial=0) > 255:
+            raise DatasetError(f"{self.annotation_path(image_id)}: values above 255; expected the 8-bit *{self.LABEL_SUFFIX} "
+                               "of gtFine_trainvaltest.zip (label ids 0..33)")
+        gt = cityscapes_dataset_id_table()[label_ids]
+        if protocol == "mmseg":
+            return _reduce_zero_label(gt)
+        return gt

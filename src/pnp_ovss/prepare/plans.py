@@ -177,12 +177,36 @@ def plan_coco_object(open_source: OpenSource) -> Plan:
     return _plan_coco(open_source, "coco_object", (("_instanceTrainIds.png", OBJECT_81),))
 
 
+def plan_cityscapes(open_source: OpenSource) -> Plan:
+    """The val split: each ``leftImg8bit/val/<city>/<id>_leftImg8bit.png`` and its ``gtFine/val/<city>/
+    <id>_gtFine_labelIds.png`` copied under ``cityscapes/`` (the adapter maps label ids to train ids)."""
+    images = open_source("cityscapes_images")
+    gt = open_source("cityscapes_gtfine")
+    suffix = "_leftImg8bit.png"
+    members = sorted(n for n in images.names() if fnmatch.fnmatch(n, f"leftImg8bit/val/*/*{suffix}"))
+    if not members:
+        raise PrepareError(f"{images.path}: no leftImg8bit/val/<city>/*{suffix}; expected leftImg8bit_trainvaltest.zip")
+    tasks = []
+    for member in members:
+        city, name = member.split("/")[2:4]
+        stem = name[: -len(suffix)]
+        label = f"gtFine/val/{city}/{stem}_gtFine_labelIds.png"
+        tasks.append(Task(stem, [Step("cityscapes_images", member, [(f"cityscapes/{member}", COPY)]),
+                                 Step("cityscapes_gtfine", label, [(f"cityscapes/{label}", COPY)])]))
+    tasks.sort(key=lambda t: t.image)
+    gt.require([t.steps[1].member for t in tasks])
+    notes = ["the train and test splits are not written (the benchmark is val); ground truth is the official "
+             "*_gtFine_labelIds.png, mapped to the 19 train ids when read"]
+    return Plan("cityscapes", {"cityscapes_images": images, "cityscapes_gtfine": gt}, tasks, {}, notes)
+
+
 PLANNERS: dict[str, Callable[[OpenSource], Plan]] = {
     "voc": plan_voc,
     "psc": plan_psc,
     "ade20k": plan_ade20k,
     "coco_stuff": plan_coco_stuff,
     "coco_object": plan_coco_object,
+    "cityscapes": plan_cityscapes,
 }
 
 #: the downloads each benchmark needs (for --help and messages)
@@ -192,4 +216,5 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "ade20k": ("ade20k",),
     "coco_stuff": ("coco_val2017", "coco_stuffthingmaps", "coco_annotations"),
     "coco_object": ("coco_val2017", "coco_stuffthingmaps", "coco_annotations"),
+    "cityscapes": ("cityscapes_images", "cityscapes_gtfine"),
 }

@@ -40,6 +40,8 @@ class Download:
     size: int | None = None
     #: a plain file (not an archive), e.g. the Context json
     plain_file: bool = False
+    #: the page where an account is made, for a download served only after a login (None: a plain URL)
+    login: str | None = None
 
 
 DOWNLOADS: dict[str, Download] = {d.key: d for d in (
@@ -64,6 +66,14 @@ DOWNLOADS: dict[str, Download] = {d.key: d for d in (
     Download("coco_annotations", "COCO 2017 annotations", ("annotations_trainval2017.zip",),
              "http://images.cocodataset.org/annotations/annotations_trainval2017.zip",
              probe="annotations/instances_val2017.json", md5="f4bbac642086de4f52a3fdda2de5fa2c", size=252907541),
+    Download("cityscapes_images", "Cityscapes leftImg8bit (trainvaltest)", ("leftImg8bit_trainvaltest.zip",),
+             "https://www.cityscapes-dataset.com/file-handling/?packageID=3",
+             probe="leftImg8bit/val/*", md5="0a6e97e94b616a514066c9e2adb0c97f",
+             login="https://www.cityscapes-dataset.com/register/"),
+    Download("cityscapes_gtfine", "Cityscapes gtFine (trainvaltest)", ("gtFine_trainvaltest.zip",),
+             "https://www.cityscapes-dataset.com/file-handling/?packageID=1",
+             probe="gtFine/val/*", md5="4237c19de34c8a376e9ba46b495d6f66",
+             login="https://www.cityscapes-dataset.com/register/"),
 )}
 
 
