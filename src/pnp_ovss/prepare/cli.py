@@ -12,7 +12,7 @@ from ..errors import PnpOvssError
 from ..io import atomic_write_json
 from .plans import NEEDS, PLANNERS
 from .run import default_jobs, execute
-from .sources import DOWNLOADS, VerifiedCache, open_source
+from .sources import DOWNLOADS, PrepareError, VerifiedCache, open_source
 
 #: bookkeeping under data_root: verified checksums, one record per prepared dataset
 STATE_DIR = ".pnp-ovss-prepare"
@@ -63,13 +63,28 @@ def prepare_dataset(name: str, downloads: Path, data_root: Path, *, jobs: int, f
     return record
 
 
+def _download(name: str, downloads: Path, data_root: Path, args: argparse.Namespace) -> None:
+    """``--download``: fetch what ``name`` needs into ``downloads`` (md5s verified here are not computed again)."""
+    from .fetch import fetch_for_dataset
+
+    fetch_for_dataset(name, downloads, mirror=args.mirror, progress=not args.quiet, verify=not args.no_verify,
+                      cache=VerifiedCache(data_root / STATE_DIR / "verified.json"),
+                      log=lambda message: print(f"{name}: {message}"))
+
+
 def _run(args: argparse.Namespace) -> int:
     names = list(BENCHMARKS) if args.dataset == "all" else [args.dataset]
     downloads, data_root = Path(args.downloads), Path(args.data_root)
     jobs = args.jobs or default_jobs()
+    if args.mirror and not args.download:
+        raise PrepareError("--mirror is where --download fetches from; pass --download with it")
+    if args.download:
+        downloads.mkdir(parents=True, exist_ok=True)
     failed = []
     for name in names:
         try:
+            if args.download:
+                _download(name, downloads, data_root, args)
             prepare_dataset(name, downloads, data_root, jobs=jobs, force=args.force, verify=not args.no_verify,
                             check=not args.no_check, progress=not args.quiet)
         except PnpOvssError as exc:
@@ -109,5 +124,11 @@ def register(subparsers) -> None:
     p.add_argument("--force", action="store_true", help="rewrite every file, even those already there")
     p.add_argument("--no-verify", action="store_true", help="skip the size/md5 check of archives (a repacked copy)")
     p.add_argument("--no-check", action="store_true", help="do not run `datasets check` afterwards")
+    p.add_argument("--download", action="store_true",
+                   help="fetch the official files the dataset needs into --downloads first; files behind a login "
+                        "get a message saying where to register and where to put them")
+    p.add_argument("--mirror", metavar="URL",
+                   help="with --download: fetch URL/<official file name> instead of the official URLs "
+                        "(another host serving the same files)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run)
