@@ -25,6 +25,7 @@ include: "rules/evaluate.smk"
 include: "rules/report.smk"
 include: "rules/search.smk"
 include: "rules/views.smk"
+include: "rules/table.smk"
 
 
 # Summing confusion matrices and concatenating one-line tables take milliseconds: never submit them.
@@ -34,6 +35,8 @@ localrules:
     evaluate,
     masks,
     views,
+    table,
+    table_cell,
 
 
 rule all:
@@ -47,6 +50,9 @@ report: "workflow/report/workflow.rst"
 
 onsuccess:
     from pnp_ovss.summary import outputs_summary, skipped_summary
+
+    if TABLE_ONLY or CELL_ONLY:  # the table job says what its cells found (rules/table.smk)
+        return
 
     _skipped = skipped_summary(
         [f"{OUT}/{LATEST_DIR}/{PLAN.run_label(run)}/{SKIPPED_CSV}".replace("//", "/") for run in PLAN.runs]

@@ -7,7 +7,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from snakemake.utils import validate
 
-from pnp_ovss.checks import preflight
+from pnp_ovss.checks import Preflight, preflight
 from pnp_ovss.config import coerce_to_schema, fold_dotted, load_schema, normalise
 from pnp_ovss.config import SIZED_FOR_ENV, backend_name, gpu_visible, model_job_threads, model_jobs_on_gpu
 from pnp_ovss.config import profile_gives_gpu, resolve_fixes
@@ -18,6 +18,7 @@ from pnp_ovss.layout import (
 from pnp_ovss.backends.checkpoints import check_model_choice, unknown_piece_warnings
 from pnp_ovss.plan import STALE_SUFFIX, check_views, make_plan, plan_summary, plan_warnings, sync_job_records
 from pnp_ovss.plan import view_keys, view_paths, views_stamps
+from pnp_ovss.forwarding import forwarded_options
 
 # `--config refine="{threshold: 0.3}"` arrives with string leaves, and dotted keys (from a config file
 # or the API) are nested sections: normalise both before validating.
@@ -63,7 +64,27 @@ envvars:
     SIZED_FOR_ENV,
 
 
-LOOKS_ONLY = only_looks()
+def command_line_targets():
+    """The targets of this snakemake command line (the main process only; empty when started through the API).
+    The workflow is not told its targets while it is parsed: they are read as Snakemake's CLI reads them."""
+    if not workflow.is_main_process:
+        return set()
+    try:
+        from snakemake.cli import get_argument_parser
+
+        return set(get_argument_parser().parse_known_args(sys.argv[1:])[0].targets or ())
+    except (SystemExit, Exception):  # started through the API, or a command line Snakemake itself refuses
+        return set()
+
+
+TARGETS = command_line_targets()
+# `snakemake table` alone: its cells are ordinary runs of their own (rules/table.smk), so this parse's own
+# configuration is only planned to define the rules: it writes, repairs and reports nothing
+TABLE_ONLY = bool(TARGETS) and TARGETS <= {"table"}
+# one cell of the table (rules/table.smk, table_cell): computes and evaluates what is missing like any run, but
+# leaves the fixed-path views (latest/, miou.csv, last-run.yaml) to the user's own last run
+CELL_ONLY = TARGETS == {"table_cell"}
+LOOKS_ONLY = only_looks() or TABLE_ONLY
 # only the main snakemake process repairs anything (sets damaged entries aside, writes job records): a
 # cluster job's own parse of this file runs beside other jobs and must not touch what they write
 REPAIRS = workflow.is_main_process and not LOOKS_ONLY
@@ -81,15 +102,16 @@ PRIORITY = {"model": 20, "labels": 10}
 # whose results were deleted is removed (so its job runs again)
 if REPAIRS:
     sync_job_records(PLAN)
-elif LOOKS_ONLY and PLAN.stale_records():
+elif LOOKS_ONLY and not TABLE_ONLY and PLAN.stale_records():
     # (a job with no work and no record is not asked for, so it is not planned either: Plan.requested)
     logger.warning(f"pnp-ovss: {len(PLAN.stale_records())} job record(s) say done while images lack results; a "
                    f"run removes them and runs those jobs (listed here as writing <record>{STALE_SUFFIX}.json): "
                    f"{', '.join(PLAN.stale_records()[:3])}")
-logger.info(f"pnp-ovss: {plan_summary(PLAN)}")
-for _note in PLAN.notes:
-    logger.warning(f"pnp-ovss: {_note}")
-if any(job.needed for jobs in PLAN.stage_jobs.values() for job in jobs if job.stage == "gradcam"):
+if not TABLE_ONLY:
+    logger.info(f"pnp-ovss: {plan_summary(PLAN)}")
+    for _note in PLAN.notes:
+        logger.warning(f"pnp-ovss: {_note}")
+if not TABLE_ONLY and any(job.needed for jobs in PLAN.stage_jobs.values() for job in jobs if job.stage == "gradcam"):
     # the model directory and the image size are checked before any job is scheduled
     check_model_choice(config["gradcam"]["model"], config["gradcam"]["image_size"], backend_name(config))
     if config["dataset"] == "folder":  # the user's own words: say which the tokenizer does not know
@@ -98,10 +120,10 @@ if any(job.needed for jobs in PLAN.stage_jobs.values() for job in jobs if job.st
             logger.warning(f"pnp-ovss: {_warning}")
 # every other problem knowable before the first job, all named at once (pnp_ovss.checks); what this machine lacks
 # (a model neither cached nor downloadable) is named here and stops a run before the first job that needs it
-PREFLIGHT = preflight(PLAN, backend_name(config))
+PREFLIGHT = Preflight() if TABLE_ONLY else preflight(PLAN, backend_name(config))
 for _note in PREFLIGHT.notes:
     logger.info(f"pnp-ovss: {_note}")
-for _warning in PREFLIGHT.warnings + plan_warnings(PLAN.cfg):
+for _warning in PREFLIGHT.warnings + ([] if TABLE_ONLY else plan_warnings(PLAN.cfg)):
     logger.warning(f"pnp-ovss: {_warning}")
 OUT = PLAN.out
 #: the refine and evaluate stages' folders (results from before their renaming are read where they are in a dry run)

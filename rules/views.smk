@@ -5,8 +5,9 @@
 
 VIEW_KEYS = view_keys(PLAN, config)
 VIEW_PATHS = view_paths(PLAN, config["results"])
-_repairs, _notes = check_views(PLAN, VIEW_KEYS, VIEW_PATHS, remove=REPAIRS) if workflow.is_main_process else ([], [])
-for _note in _notes:
+_repairs, _notes = (check_views(PLAN, VIEW_KEYS, VIEW_PATHS, remove=REPAIRS and not CELL_ONLY)
+                  if workflow.is_main_process else ([], []))
+for _note in [] if TABLE_ONLY or CELL_ONLY else _notes:
     logger.warning(f"pnp-ovss: {_note}")
 VIEW_STAMP, SETTLED_STAMP = views_stamps(PLAN, VIEW_KEYS, _repairs)
 

@@ -502,7 +502,7 @@ def without_scheduling(config: dict) -> dict:
     """The config without the keys that only cut or place jobs (``shard_size``, ``model_jobs``,
     ``gradcam.threads``): a change
     of them alone plans nothing, not even a rewrite of ``last-run.yaml``."""
-    cfg = {k: v for k, v in dict(config).items() if k not in ("shard_size", "model_jobs")}
+    cfg = {k: v for k, v in dict(config).items() if k not in ("shard_size", "model_jobs", "table")}
     if isinstance(cfg.get("gradcam"), dict):
         cfg["gradcam"] = {k: v for k, v in cfg["gradcam"].items() if k != "threads"}
     return cfg
