@@ -12,7 +12,7 @@ rule table:
         forwarded=forwarded_options(sys.argv[1:]),
         snakefile=str(Path(workflow.basedir) / "Snakefile"),
         workdir=os.getcwd(),
-    threads: workflow.cores
+    threads: workflow.resource_settings.cores or 1  # every core given (none without --cores: --unlock, --report)
     conda:
         "../envs/pnp-ovss.yaml"
     script:

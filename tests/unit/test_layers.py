@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "src" / "pnp_ovss"
 
 #: top to bottom; a module may import only from its own layer or below (the first matching prefix decides)
 LAYERS = [
-    ("entry points", ("cli", "segment", "datasets.cli", "labels.cli", "prepare.cli", "backends.cli")),
+    ("entry points", ("cli", "segment", "app", "datasets.cli", "labels.cli", "prepare.cli", "backends.cli")),
     ("stages and search", ("stages", "search", "prepare", "report")),
     ("planning", ("plan", "config", "checks")),
     ("backends", ("backends",)),
