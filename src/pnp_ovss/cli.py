@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "pnp_ovss.labels.cli",
     "pnp_ovss.backends.cli",
     "pnp_ovss.prepare.cli",
+    "pnp_ovss.app",
 ]
 
 

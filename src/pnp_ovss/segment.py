@@ -9,6 +9,7 @@ import argparse
 import logging
 import sys
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import normalise, plan_runs
@@ -56,9 +57,10 @@ def segment_plan(cfg: dict, dataset, tags: dict, out: Path):
     return plan_for(cfg, dataset, dataset.image_ids(), out, tags, DigestCache(out / DIGEST_CACHE_NAME))
 
 
-def run_stages(plan, cfg: dict, dataset, labels_cache: Path) -> dict[str, str]:
+def run_stages(plan, cfg: dict, dataset, labels_cache: Path, on_stage=None) -> dict[str, str]:
     """labels -> gradcam -> refine through the stage functions the rule scripts run (``run_<stage>_job``),
-    job by job of the plan; returns the images' keys in the refine stage folder."""
+    job by job of the plan; returns the images' keys in the refine stage folder. ``on_stage(stage)`` is told
+    when each stage starts (the app's progress)."""
     from .stages.gradcam import run_gradcam_job
     from .stages.job import ShardWork
     from .stages.labels import run_labels_job
@@ -66,6 +68,8 @@ def run_stages(plan, cfg: dict, dataset, labels_cache: Path) -> dict[str, str]:
 
     run = plan.runs[0]
     for stage in ("labels", "gradcam", "refine"):
+        if on_stage is not None:
+            on_stage(stage)
         h = getattr(run, stage)
         for job in plan.stage_jobs[h]:
             up = job.upstream_keys
@@ -80,30 +84,36 @@ def run_stages(plan, cfg: dict, dataset, labels_cache: Path) -> dict[str, str]:
     return plan.stage_keys(run.refine)
 
 
-def segment(image_paths: list[Path], classes: str, out_dir: Path, args: argparse.Namespace) -> list[Path]:
-    from .stages.views import write_masks
-    from .report import overlay
+@dataclass
+class Prepared:
+    """The images of one ``segment`` (or app) request, checked: the dataset, what their headers say, and the
+    notes and warnings to show (unknown words, multi-frame files, where the model comes from)."""
 
-    from .backends.checkpoints import model_availability
+    dataset: object
+    scan: object
+    notes: list[str] = field(default_factory=list)
+
+
+def prepare_segment(cfg: dict, image_paths: list[Path], classes: str, *, gpt4o: bool) -> Prepared:
+    """Everything checked before any model runs, all problems named at once: the model choice and image size,
+    every image readable, the setting (layer, head; the caption of every class, unless GPT-4o chooses), the model
+    cached or downloadable. Returns the dataset and the notes (words the tokenizer splits, multi-frame files)."""
+    from .backends.checkpoints import check_model_choice, model_availability, unknown_piece_warnings
     from .checks import EveryClass, combined, setting_problems
-    from .errors import ModelError
     from .config import backend_name, resolve_fixes
     from .datasets import reading_of
     from .datasets.base import scan_images
-    from .backends.checkpoints import check_model_choice, unknown_piece_warnings
+    from .errors import ModelError
 
-    cfg = segment_config(classes, args)
     check_model_choice(cfg["gradcam"]["model"], cfg["gradcam"]["image_size"], backend_name(cfg))
     dataset = Files(image_paths, vocabulary_from_spec(classes))
     dataset.reading = reading_of(cfg, dataset)
     scan = scan_images(dataset, dataset.image_ids())
-    for note in scan.notes:
-        print(f"pnp-ovss segment: {note}", file=sys.stderr)
+    notes = list(scan.notes)
     keep = resolve_fixes(cfg)["keep_spaces"]
-    for warning in unknown_piece_warnings(cfg["gradcam"]["model"], list(dataset.vocabulary.names), keep):
-        print(f"pnp-ovss segment: warning: {warning}", file=sys.stderr)
+    notes += [f"warning: {w}" for w in unknown_piece_warnings(cfg["gradcam"]["model"], list(dataset.vocabulary.names), keep)]
     # layer/head and (every image gets every class unless GPT-4o chooses) the caption length, before any model
-    every = None if args.gpt4o else EveryClass(list(dataset.vocabulary.names), "--classes", "--gpt4o")
+    every = None if gpt4o else EveryClass(list(dataset.vocabulary.names), "--classes", "--gpt4o")
     gradcam = [p for p in plan_runs(cfg)[1].values() if p["stage"] == "gradcam"]
     problems = setting_problems(cfg, gradcam, backend_name(cfg), every)
     if problems:
@@ -112,13 +122,31 @@ def segment(image_paths: list[Path], classes: str, out_dir: Path, args: argparse
     if availability.problem:
         raise ModelError(availability.problem)
     if availability.note:
-        print(f"pnp-ovss segment: {availability.note}", file=sys.stderr)
+        notes.append(availability.note)
+    return Prepared(dataset, scan, notes)
+
+
+def run_segment(cfg: dict, prepared: Prepared, work_dir: Path, labels_cache: Path, on_stage=None):
+    """The stages of one request in ``work_dir`` (a temporary results folder): returns its plan and the images'
+    keys in the refine stage folder."""
+    plan = segment_plan(cfg, prepared.dataset, prepared.scan.tags, Path(work_dir))
+    return plan, run_stages(plan, cfg, prepared.dataset, labels_cache, on_stage=on_stage)
+
+
+def segment(image_paths: list[Path], classes: str, out_dir: Path, args: argparse.Namespace) -> list[Path]:
+    from .report import overlay
+    from .stages.views import write_masks
+
+    cfg = segment_config(classes, args)
+    prepared = prepare_segment(cfg, image_paths, classes, gpt4o=args.gpt4o)
+    for note in prepared.notes:
+        print(f"pnp-ovss segment: {note}", file=sys.stderr)
+    dataset = prepared.dataset
     ids = dataset.image_ids()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="pnp-ovss-segment-") as tmp:
-        plan = segment_plan(cfg, dataset, scan.tags, Path(tmp))
-        keys = run_stages(plan, cfg, dataset, out_dir / ".labels-cache")
+        plan, keys = run_segment(cfg, prepared, Path(tmp), out_dir / ".labels-cache")
         # the label maps by image name and skipped.csv, as the workflow's masks view
         write_masks(ids, keys, plan.stage_dir("refine", plan.runs[0].refine), out_dir)
     names = dict(zip(dataset.vocabulary.ids, dataset.vocabulary.names))
