@@ -45,6 +45,38 @@ def test_the_page_segments_like_pnp_ovss_segment(tiny_model, tmp_path):
     assert result.overlay.height > labels.shape[0]  # the legend strip under the photo
 
 
+def test_gpt4o_chooses_the_classes_and_the_model_is_loaded_once(tiny_model, tmp_path, monkeypatch):
+    """With OPENAI_API_KEY (a local OpenAI-compatible server here) GPT-4o picks each image's classes among those
+    typed; a second request loads no model again (one per process)."""
+    from support.openai_server import SECRET_KEY, FakeOpenAIServer
+    from pnp_ovss.stages.gradcam import cached_model
+
+    server = FakeOpenAIServer().start()
+    try:
+        monkeypatch.setenv("OPENAI_API_KEY", SECRET_KEY)
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        settings = Settings(classes=CLASSES, gpt4o=True, drop_iter=1)
+        first = segment_images([DEMO_IMAGE], settings, model=str(tiny_model), backend="auto", device="cpu",
+                               out_dir=tmp_path / "a")
+        loads = cached_model.cache_info().misses
+        second = segment_images([DEMO_IMAGE], Settings(classes=CLASSES, drop_iter=1), model=str(tiny_model),
+                                backend="auto", device="cpu", out_dir=tmp_path / "b")
+    finally:
+        server.stop()
+    assert len(server.image_payloads()) == 1  # one question, for the one image
+    # the fake answers "[1: ...], [100%]": only the first typed class, sky, is looked for
+    assert [c for _, c in first.results[0].heatmaps] == ["beach · sky · drop iteration 0 (nothing dropped yet)"]
+    assert len(second.results[0].heatmaps) == 3 and cached_model.cache_info().misses == loads
+
+
+def test_the_page_binds_to_this_machine_unless_told():
+    from pnp_ovss.cli import build_parser
+
+    args = build_parser().parse_args(["app"])
+    assert (args.host, args.port, args.backend) == ("127.0.0.1", 7860, "auto")
+    assert build_parser().parse_args(["app", "--host", "0.0.0.0"]).host == "0.0.0.0"
+
+
 def test_dropped_patches_are_shaded_and_picked_ones_outlined():
     image = np.full((64, 64, 3), 200, dtype=np.uint8)
     grid = np.zeros((4, 4), dtype=np.float32)
