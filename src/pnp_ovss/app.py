@@ -164,10 +164,10 @@ def segment_images(paths: list[str | Path], settings: Settings, *, model: str | 
                    out_dir: Path, progress=None) -> Outcome:
     """Segment ``paths`` with the page's settings through the workflow's stage functions; the label PNGs are
     written to ``out_dir``. ``progress(fraction, text)`` is told each stage."""
+    from .entries import entry_path
     from .segment import prepare_segment, run_segment
     from .stages.views import write_masks
     from .store import read_image_maps
-    from .entries import entry_path
 
     if not paths:
         raise ConfigError("no image: upload one or more photos, or pick a demo image")
@@ -230,7 +230,7 @@ def build_app(*, model: str | None, backend: str = "auto", device: str = "auto",
     has_key = bool(os.environ.get("OPENAI_API_KEY"))
 
     def run(files, classes, vocabulary, gpt4o, mode, layer, head, threshold, postprocess, drop_iter,
-            progress=gr.Progress()):
+            progress=gr.Progress()):  # noqa: B008 - how Gradio hands a handler its progress bar
         settings = Settings(classes=classes or "", vocabulary=VOCABULARIES.get(vocabulary) if vocabulary else None,
                             gpt4o=bool(gpt4o), mode=mode, layer=_int_or_none(layer), head=_int_or_none(head),
                             threshold=None if threshold in (None, "") else float(threshold), postprocess=postprocess,
@@ -243,8 +243,9 @@ def build_app(*, model: str | None, backend: str = "auto", device: str = "auto",
         except Exception as exc:  # noqa: BLE001 - every failure is said on the page, in words
             log.warning("request failed: %s", error_text(exc))
             return f"**Could not segment:** {error_text(exc)}", [], [], [], []
-        status = [f"Segmented {len(outcome.results)} image(s) into {settings.class_spec().count(',') + 1} class(es), "
-                  f"mode {settings.mode}."] + [f"- {n}" for n in outcome.notes]
+        n_classes = settings.class_spec().count(",") + 1
+        status = [f"Segmented {len(outcome.results)} image(s) into {n_classes} class(es), mode {settings.mode}."]
+        status += [f"- {n}" for n in outcome.notes]
         overlays = [(r.overlay, r.image_id) for r in outcome.results]
         masks = [m for r in outcome.results for m in r.masks]
         heatmaps = [h for r in outcome.results for h in r.heatmaps]

@@ -8,7 +8,6 @@ import argparse
 import os
 import shutil
 import socket
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -37,7 +36,7 @@ def test_the_page_segments_like_pnp_ovss_segment(tiny_model, tmp_path):
     with Image.open(DEMO_IMAGE) as im:
         assert labels.shape == (im.height, im.width)
     assert set(np.unique(labels).tolist()) <= {0, 1, 2, 3}
-    assert [c for _, c in result.masks][0].startswith("beach · sky (")
+    assert result.masks[0][1].startswith("beach · sky (")
     # every class at every drop iteration: 3 classes x 2 iterations, iteration 0 with nothing dropped
     captions = [c for _, c in result.heatmaps]
     assert len(captions) == 6 and captions[0] == "beach · sky · drop iteration 0 (nothing dropped yet)"
@@ -48,8 +47,8 @@ def test_the_page_segments_like_pnp_ovss_segment(tiny_model, tmp_path):
 def test_gpt4o_chooses_the_classes_and_the_model_is_loaded_once(tiny_model, tmp_path, monkeypatch):
     """With OPENAI_API_KEY (a local OpenAI-compatible server here) GPT-4o picks each image's classes among those
     typed; a second request loads no model again (one per process)."""
-    from support.openai_server import SECRET_KEY, FakeOpenAIServer
     from pnp_ovss.stages.gradcam import cached_model
+    from support.openai_server import SECRET_KEY, FakeOpenAIServer
 
     server = FakeOpenAIServer().start()
     try:
@@ -153,7 +152,7 @@ def test_an_unreadable_upload_gets_a_message_not_a_traceback(page_url, tmp_path)
 
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n but nothing after")
-    status, overlays, masks, heatmaps, downloads = segment_call(Client(page_url, verbose=False), bad, "cat")
+    status, overlays, _, _, downloads = segment_call(Client(page_url, verbose=False), bad, "cat")
     assert status.startswith("**Could not segment:**") and "broken.png" in status, status
     assert "Traceback" not in status and overlays == [] and downloads == []
 
