@@ -196,8 +196,8 @@ def cell_result(cell: Cell) -> dict:
 def load_reference_rows(path=REFERENCE_REF) -> list[dict]:
     """The quoted rows: name, source, setting, values per column (missing = not published there), and the
     published average where there is one. Checked: known columns, numbers in 0..100, a source for each."""
-    data = yaml.safe_load(Path(path).read_text(encoding="utf-8") if isinstance(path, (str, Path))
-                          else path.read_text(encoding="utf-8"))
+    path = Path(path) if isinstance(path, str) else path  # a file, or the packaged resource
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
     rows = []
     for entry in data or []:
         where = f"{path}: quoted row {entry.get('name')!r}"
